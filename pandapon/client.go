@@ -1,0 +1,492 @@
+package pandapon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"golang.org/x/time/rate"
+)
+
+// DefaultBaseURL is PandaPon's production API.
+const DefaultBaseURL = "https://api.pandapon.com"
+
+// Defaults applied by New to zero fields of Config.
+const (
+	DefaultRateLimit        = 50.0 // requests per second
+	DefaultMaxConcurrent    = 64
+	DefaultAttemptTimeout   = 10 * time.Second
+	DefaultMaxRetries       = 3
+	DefaultRetryWaitMin     = 200 * time.Millisecond
+	DefaultRetryWaitMax     = 5 * time.Second
+	DefaultRetryAfterMax    = 10 * time.Second
+	DefaultMaxResponseBytes = 8 << 20
+)
+
+// Config configures a Client. Zero numeric fields take the defaults above.
+type Config struct {
+	// BaseURL is scheme://host[:port][/prefix]; default DefaultBaseURL.
+	BaseURL     string
+	Credentials Credentials
+
+	// RateLimit is the sustained number of HTTP requests per second the
+	// client sends (every attempt counts), shared by all goroutines using the
+	// client; a negative value means unlimited. Burst is the token bucket's
+	// size, default max(1, RateLimit).
+	RateLimit float64
+	Burst     int
+	// MaxConcurrent caps the HTTP requests in flight at once (default 64).
+	// The connection pool keeps as many idle connections, so a busy client
+	// reuses connections instead of dialling.
+	MaxConcurrent int
+
+	// AttemptTimeout bounds one HTTP attempt, from the moment it has passed
+	// the rate limiter and concurrency cap until its body is read (default
+	// 10 s). The caller's context bounds the whole call, retries included.
+	AttemptTimeout time.Duration
+	// MaxRetries is how many times a transient failure (network error,
+	// attempt timeout, HTTP 429 or 5xx) is retried, default 3; negative
+	// means no retries.
+	MaxRetries int
+	// RetryWaitMin and RetryWaitMax bound the jittered exponential backoff
+	// between attempts (defaults 200 ms and 5 s).
+	RetryWaitMin, RetryWaitMax time.Duration
+	// RetryAfterMax caps how long the client waits for a Retry-After header
+	// (default 10 s). When the server asks for longer, the client stops
+	// retrying and returns a TransientError whose RetryAfter says how long
+	// the server asked for, so the caller can come back later without
+	// holding a worker.
+	RetryAfterMax time.Duration
+	// MaxResponseBytes bounds a response body (default 8 MiB).
+	MaxResponseBytes int64
+
+	// Transport sends the requests; default a pooled http.Transport sized to
+	// MaxConcurrent.
+	Transport http.RoundTripper
+	// Now is the clock used for timestamps (default time.Now).
+	Now func() time.Time
+}
+
+// Validate reports the first invalid field of c, naming it.
+func (c Config) Validate() error {
+	if c.Credentials.AccessKey == "" {
+		return errors.New("pandapon: Credentials.AccessKey is empty")
+	}
+	if c.Credentials.AccessSecret == "" {
+		return errors.New("pandapon: Credentials.AccessSecret is empty")
+	}
+	if _, err := ParseTimestampUnit(string(c.Credentials.TimestampUnit)); err != nil {
+		return fmt.Errorf("pandapon: Credentials.TimestampUnit: %w", err)
+	}
+	if c.BaseURL != "" {
+		u, err := url.Parse(c.BaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("pandapon: BaseURL %q: want http(s)://host[:port]", c.BaseURL)
+		}
+	}
+	if c.MaxConcurrent < 0 {
+		return fmt.Errorf("pandapon: MaxConcurrent %d is negative", c.MaxConcurrent)
+	}
+	if c.Burst < 0 {
+		return fmt.Errorf("pandapon: Burst %d is negative", c.Burst)
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.BaseURL == "" {
+		c.BaseURL = DefaultBaseURL
+	}
+	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
+	if c.Credentials.TimestampUnit == "" {
+		c.Credentials.TimestampUnit = Milliseconds
+	}
+	if c.RateLimit == 0 {
+		c.RateLimit = DefaultRateLimit
+	}
+	if c.Burst == 0 {
+		c.Burst = max(1, int(c.RateLimit))
+	}
+	if c.MaxConcurrent == 0 {
+		c.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if c.AttemptTimeout <= 0 {
+		c.AttemptTimeout = DefaultAttemptTimeout
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = DefaultMaxRetries
+	} else if c.MaxRetries < 0 {
+		c.MaxRetries = 0
+	}
+	if c.RetryWaitMin <= 0 {
+		c.RetryWaitMin = DefaultRetryWaitMin
+	}
+	if c.RetryWaitMax <= 0 {
+		c.RetryWaitMax = DefaultRetryWaitMax
+	}
+	if c.RetryWaitMax < c.RetryWaitMin {
+		c.RetryWaitMax = c.RetryWaitMin
+	}
+	if c.RetryAfterMax <= 0 {
+		c.RetryAfterMax = DefaultRetryAfterMax
+	}
+	if c.MaxResponseBytes <= 0 {
+		c.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Transport == nil {
+		c.Transport = &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConns:          c.MaxConcurrent,
+			MaxIdleConnsPerHost:   c.MaxConcurrent,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		}
+	}
+}
+
+// Client calls PandaPon's after-sales API: it signs every attempt, retries
+// transient failures with jittered exponential backoff, limits its own rate
+// and concurrency, and decodes the envelope into typed errors. A Client is
+// safe for concurrent use; share one per process so the limits are shared.
+type Client struct {
+	cfg  Config
+	http *retryablehttp.Client
+	lim  *limitedTransport
+}
+
+// New returns a Client for cfg, or an error naming the invalid field.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	lim := newLimitedTransport(cfg)
+	c := &Client{cfg: cfg, lim: lim}
+	c.http = &retryablehttp.Client{
+		// No http.Client.Timeout: limitedTransport times each attempt from
+		// when it has passed the limiter, so queueing is not a timeout.
+		HTTPClient:   &http.Client{Transport: lim},
+		Logger:       nil, // retryablehttp would log URLs; we report through errors
+		RetryWaitMin: cfg.RetryWaitMin,
+		RetryWaitMax: cfg.RetryWaitMax,
+		RetryMax:     cfg.MaxRetries,
+		CheckRetry:   c.checkRetry,
+		Backoff:      jitteredBackoff,
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+		PrepareRetry: c.prepareRetry,
+		RequestLogHook: func(_ retryablehttp.Logger, req *http.Request, attempt int) {
+			if st := stateFrom(req.Context()); st != nil {
+				st.attempts = attempt + 1
+			}
+		},
+	}
+	return c, nil
+}
+
+// Endpoint describes one PandaPon API operation.
+type Endpoint struct {
+	Method string
+	// Path is the URL path; for endpoints taking an id in the path it ends
+	// with "/" and the id is appended.
+	Path string
+	// RetrySafe says a duplicate request cannot do harm, so any transient
+	// failure may be retried. Otherwise only failures that prove the request
+	// was not processed (HTTP 429, connection refused) are retried.
+	RetrySafe bool
+}
+
+// String returns "METHOD /path", the form used in errors.
+func (e Endpoint) String() string { return e.Method + " " + e.Path }
+
+// callState travels in the request context so that the shared retry
+// policies know about the call they are deciding for.
+type callState struct {
+	endpoint Endpoint
+	attempts int
+}
+
+type callStateKey struct{}
+
+func stateFrom(ctx context.Context) *callState {
+	st, _ := ctx.Value(callStateKey{}).(*callState)
+	return st
+}
+
+// Response is a successful (code 200) answer.
+type Response struct {
+	Endpoint  Endpoint
+	RequestID FlexString
+	Msg       string
+	// Data is the envelope's data exactly as PandaPon sent it.
+	Data json.RawMessage
+	// ReceivedAt is when the answer arrived.
+	ReceivedAt time.Time
+	// Attempts is how many HTTP requests the call took.
+	Attempts int
+}
+
+// Call performs one operation: pathSuffix is appended to ep.Path, query is
+// encoded into the URL, and body (if non-nil) is sent as JSON. It returns the
+// success response, or an *APIError (business error, not retried), a
+// *TransientError (retries used up, or ctx ended), or a *ResponseError
+// (unusable answer). The secret appears in none of them.
+func (c *Client) Call(ctx context.Context, ep Endpoint, pathSuffix string, query url.Values, body any) (*Response, error) {
+	var payload []byte
+	if body != nil {
+		var err error
+		if payload, err = json.Marshal(body); err != nil {
+			return nil, fmt.Errorf("pandapon: %s: encoding request body: %w", ep, err)
+		}
+	}
+	u := c.cfg.BaseURL + ep.Path + url.PathEscape(pathSuffix)
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	st := &callState{endpoint: ep}
+	ctx = context.WithValue(ctx, callStateKey{}, st)
+	var rawBody any
+	if payload != nil {
+		rawBody = payload
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, ep.Method, u, rawBody)
+	if err != nil {
+		return nil, fmt.Errorf("pandapon: %s: building request: %w", ep, err)
+	}
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	c.cfg.Credentials.SignRequest(req.Header, c.cfg.Now())
+
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if resp != nil {
+			drain(resp.Body)
+		}
+		return nil, &TransientError{Endpoint: ep.String(), Attempts: st.attempts, Err: scrubURLError(err)}
+	}
+	defer drain(resp.Body)
+	if isTransientStatus(resp.StatusCode) {
+		ra, _ := retryAfter(resp)
+		return nil, &TransientError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, RetryAfter: ra, Attempts: st.attempts}
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxResponseBytes+1))
+	if err != nil {
+		return nil, &TransientError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, Attempts: st.attempts, Err: fmt.Errorf("reading body: %w", err)}
+	}
+	received := c.cfg.Now()
+	if int64(len(b)) > c.cfg.MaxResponseBytes {
+		return nil, &ResponseError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, BodyPrefix: bodyPrefix(b),
+			Err: fmt.Errorf("body longer than %d bytes", c.cfg.MaxResponseBytes)}
+	}
+	env, err := decodeEnvelope(b)
+	if err != nil {
+		return nil, &ResponseError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, BodyPrefix: bodyPrefix(b), Err: err}
+	}
+	if env.Code.Value != CodeSuccess {
+		return nil, &APIError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, Code: env.Code.Value, Msg: env.Msg, RequestID: env.RequestID}
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, &ResponseError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, BodyPrefix: bodyPrefix(b),
+			Err: errors.New("success envelope with a non-2xx status")}
+	}
+	return &Response{Endpoint: ep, RequestID: env.RequestID, Msg: env.Msg, Data: env.Data, ReceivedAt: received, Attempts: st.attempts}, nil
+}
+
+// decodeEnvelope parses b as an envelope, requiring a code.
+func decodeEnvelope(b []byte) (Envelope, error) {
+	var env struct {
+		Envelope
+		Code *FlexInt `json:"code"`
+	}
+	if err := json.Unmarshal(b, &env); err != nil {
+		return Envelope{}, fmt.Errorf("not a PandaPon envelope: %w", err)
+	}
+	if env.Code == nil || !env.Code.Valid {
+		return Envelope{}, errors.New("not a PandaPon envelope: no code")
+	}
+	env.Envelope.Code = *env.Code
+	if bytes.Equal(env.Envelope.Data, []byte("null")) {
+		env.Envelope.Data = nil
+	}
+	return env.Envelope, nil
+}
+
+// checkRetry is the retryablehttp.CheckRetry policy: see Config and
+// Endpoint.RetrySafe.
+func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	st := stateFrom(ctx)
+	retrySafe := st == nil || st.endpoint.RetrySafe
+	if err != nil {
+		if retrySafe || isConnRefused(err) {
+			return true, nil
+		}
+		return false, nil
+	}
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests:
+		// 429 means refused before processing: always safe to repeat.
+	case isTransientStatus(resp.StatusCode):
+		if !retrySafe {
+			return false, nil
+		}
+	default:
+		return false, nil
+	}
+	if ra, ok := retryAfter(resp); ok && ra > c.cfg.RetryAfterMax {
+		return false, nil // come back later rather than hold the caller
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		if ra, _ := retryAfter(resp); time.Until(dl) < ra {
+			return false, nil // the caller's deadline ends before we may retry
+		}
+	}
+	return true, nil
+}
+
+// prepareRetry re-signs a request before each retry with a fresh nonce and
+// timestamp. retryablehttp copies the request shallowly, so the header map is
+// cloned first rather than written under the previous attempt.
+func (c *Client) prepareRetry(req *http.Request) error {
+	req.Header = req.Header.Clone()
+	c.cfg.Credentials.SignRequest(req.Header, c.cfg.Now())
+	return nil
+}
+
+// jitteredBackoff is the retryablehttp.Backoff policy: full-jitter
+// exponential backoff between min and max, or the server's Retry-After when
+// it gave one (checkRetry has already refused values above RetryAfterMax).
+func jitteredBackoff(lo, hi time.Duration, attempt int, resp *http.Response) time.Duration {
+	if resp != nil {
+		if ra, ok := retryAfter(resp); ok {
+			return ra
+		}
+	}
+	ceil := lo << min(attempt, 30)
+	if ceil > hi || ceil <= 0 {
+		ceil = hi
+	}
+	// Full jitter in [lo, ceil]: spreads retries of many callers apart.
+	return lo + rand.N(ceil-lo+1)
+}
+
+// retryAfter parses a Retry-After header in seconds or HTTP-date form.
+func retryAfter(resp *http.Response) (time.Duration, bool) {
+	v := resp.Header.Get("Retry-After")
+	if v == "" {
+		return 0, false
+	}
+	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, time.Until(t)), true
+	}
+	return 0, false
+}
+
+func isTransientStatus(code int) bool {
+	return code == http.StatusTooManyRequests || code >= 500
+}
+
+func isConnRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
+
+// scrubURLError drops the URL from a *url.Error: the URL holds no secret, but
+// the query can hold user data and the operation is already named.
+func scrubURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+func drain(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+	_ = body.Close()
+}
+
+// limitedTransport applies the client's rate limit, concurrency cap and
+// per-attempt timeout around the real transport. A request holds its
+// concurrency slot until its body is closed.
+type limitedTransport struct {
+	base           http.RoundTripper
+	limiter        *rate.Limiter
+	slots          chan struct{}
+	attemptTimeout time.Duration
+}
+
+func newLimitedTransport(cfg Config) *limitedTransport {
+	lim := rate.NewLimiter(rate.Inf, 0)
+	if cfg.RateLimit > 0 {
+		lim = rate.NewLimiter(rate.Limit(cfg.RateLimit), cfg.Burst)
+	}
+	return &limitedTransport{
+		base:           cfg.Transport,
+		limiter:        lim,
+		slots:          make(chan struct{}, cfg.MaxConcurrent),
+		attemptTimeout: cfg.AttemptTimeout,
+	}
+}
+
+// errAttemptTimeout is the cause of an attempt cancelled by AttemptTimeout.
+var errAttemptTimeout = errors.New("attempt timed out")
+
+func (t *limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	if err := t.limiter.Wait(ctx); err != nil {
+		return nil, fmt.Errorf("waiting for the rate limiter: %w", err)
+	}
+	select {
+	case t.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for a concurrency slot: %w", ctx.Err())
+	}
+	actx, cancel := context.WithTimeoutCause(ctx, t.attemptTimeout, errAttemptTimeout)
+	resp, err := t.base.RoundTrip(req.WithContext(actx))
+	if err != nil {
+		if context.Cause(actx) == errAttemptTimeout {
+			err = fmt.Errorf("%w after %s", errAttemptTimeout, t.attemptTimeout)
+		}
+		cancel()
+		<-t.slots
+		return nil, err
+	}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, release: func() { cancel(); <-t.slots }}
+	return resp, nil
+}
+
+// releasingBody runs release once, when the body is first closed.
+type releasingBody struct {
+	io.ReadCloser
+	release func()
+	once    sync.Once
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.release)
+	return err
+}

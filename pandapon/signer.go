@@ -1,0 +1,140 @@
+package pandapon
+
+import (
+	"crypto/md5"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// System header names. PandaPon carries every system parameter as an HTTP
+// request header; the first three are covered by the signature.
+const (
+	HeaderAccessKey = "access-key" // the developer's Access Key (signed)
+	HeaderTimestamp = "timestamp"  // request time in TimestampUnit (signed)
+	HeaderNonce     = "nonce-str"  // 32 random characters (signed)
+	HeaderUserID    = "user-id"    // sub-account id (not signed)
+	HeaderSignature = "signature"  // Sign(accessKey, timestamp, nonce, secret)
+)
+
+// NonceLength is the length of the nonce-str header PandaPon requires.
+const NonceLength = 32
+
+// MaxClockSkew is how far a request timestamp may be from PandaPon's clock
+// before the request is refused.
+const MaxClockSkew = 600 * time.Second
+
+// TimestampUnit is the unit of the timestamp header: PandaPon's pages show
+// 13-digit milliseconds, a third-party client sends 10-digit seconds.
+type TimestampUnit string
+
+const (
+	Milliseconds TimestampUnit = "ms" // the default
+	Seconds      TimestampUnit = "s"
+)
+
+// ParseTimestampUnit accepts "ms", "s" or "" (meaning ms).
+func ParseTimestampUnit(s string) (TimestampUnit, error) {
+	switch TimestampUnit(s) {
+	case "", Milliseconds:
+		return Milliseconds, nil
+	case Seconds:
+		return Seconds, nil
+	}
+	return "", fmt.Errorf("timestamp unit %q: want %q or %q", s, Milliseconds, Seconds)
+}
+
+// Format renders t as a timestamp header value in unit u.
+func (u TimestampUnit) Format(t time.Time) string {
+	if u == Seconds {
+		return strconv.FormatInt(t.Unix(), 10)
+	}
+	return strconv.FormatInt(t.UnixMilli(), 10)
+}
+
+// Parse reads a timestamp header value written in unit u.
+func (u TimestampUnit) Parse(v string) (time.Time, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("timestamp %q is not an integer", v)
+	}
+	if u == Seconds {
+		return time.Unix(n, 0), nil
+	}
+	return time.UnixMilli(n), nil
+}
+
+// Sign computes PandaPon's request signature:
+//
+//	UPPERCASE(hex(MD5(accessKey + timestamp + nonce + accessSecret)))
+//
+// plain concatenation without separators; body and query are not signed.
+// timestamp must be exactly the header value sent.
+func Sign(accessKey, timestamp, nonce, accessSecret string) string {
+	h := md5.New()
+	h.Write([]byte(accessKey))
+	h.Write([]byte(timestamp))
+	h.Write([]byte(nonce))
+	h.Write([]byte(accessSecret))
+	var sum [md5.Size]byte
+	var out [2 * md5.Size]byte
+	hex.Encode(out[:], h.Sum(sum[:0]))
+	return strings.ToUpper(string(out[:]))
+}
+
+// NewNonce returns NonceLength random lower-case hex characters from
+// crypto/rand.
+func NewNonce() string {
+	var b [NonceLength / 2]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it panics instead)
+	return hex.EncodeToString(b[:])
+}
+
+// Credentials identify a PandaPon developer account. The zero value is not
+// usable: AccessKey and AccessSecret are required.
+type Credentials struct {
+	AccessKey    string
+	AccessSecret Secret
+	// UserID is sent as the user-id header when non-empty.
+	UserID string
+	// TimestampUnit defaults to Milliseconds.
+	TimestampUnit TimestampUnit
+}
+
+// SignRequest sets all five system headers on h for a request made at now,
+// with a fresh nonce. Call it once per attempt: a retried request must carry
+// a new nonce and timestamp.
+func (c Credentials) SignRequest(h http.Header, now time.Time) {
+	ts := c.TimestampUnit.Format(now)
+	nonce := NewNonce()
+	h.Set(HeaderAccessKey, c.AccessKey)
+	h.Set(HeaderTimestamp, ts)
+	h.Set(HeaderNonce, nonce)
+	h.Set(HeaderUserID, c.UserID)
+	h.Set(HeaderSignature, Sign(c.AccessKey, ts, nonce, string(c.AccessSecret)))
+}
+
+// Secret holds a credential that must never be printed: its String, GoString
+// and MarshalText methods all return "[REDACTED]" (or "" when empty), so a
+// Secret formatted with any verb, logged by slog or encoded to JSON does not
+// leak. Convert explicitly with string(s) where the value is really needed.
+type Secret string
+
+const redacted = "[REDACTED]"
+
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return redacted
+}
+
+// GoString implements fmt.GoStringer for %#v.
+func (s Secret) GoString() string { return s.String() }
+
+// MarshalText implements encoding.TextMarshaler (JSON, slog text and JSON).
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
