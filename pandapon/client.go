@@ -303,7 +303,7 @@ func (c *Client) Call(ctx context.Context, ep Endpoint, pathSuffix string, query
 		return nil, &ResponseError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, BodyPrefix: bodyPrefix(b), Err: err}
 	}
 	if env.Code.Value != CodeSuccess {
-		return nil, &APIError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, Code: env.Code.Value, Msg: env.Msg, RequestID: env.RequestID}
+		return nil, &APIError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, Code: env.Code.Value, Msg: env.Msg, RequestID: env.RequestID, ReceivedAt: received}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil, &ResponseError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, BodyPrefix: bodyPrefix(b),

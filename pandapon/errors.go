@@ -21,6 +21,7 @@ type APIError struct {
 	Code       int64
 	Msg        string
 	RequestID  FlexString // as PandaPon sent it (may be null)
+	ReceivedAt time.Time  // when the answer arrived
 }
 
 func (e *APIError) Error() string {

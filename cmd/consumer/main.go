@@ -1,0 +1,299 @@
+// Command consumer runs pandabridge: it consumes refund.lookup.requested and
+// return.shipped CloudEvents from NATS JetStream, calls PandaPon, and
+// publishes refund.updated or refund.request.failed.
+//
+// Usage:
+//
+//	consumer          configured by the environment (see README.md)
+//	consumer -dev     zero setup: embedded NATS on 127.0.0.1:4222 and the
+//	                  PandaPon sandbox in-process
+//
+// It serves /healthz, /readyz and /metrics on PANDABRIDGE_HTTP_ADDR and
+// exits 0 after a graceful drain on SIGTERM or SIGINT.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pandabridge/pandabridge/embeddednats"
+	"github.com/pandabridge/pandabridge/events"
+	"github.com/pandabridge/pandabridge/handlers"
+	"github.com/pandabridge/pandabridge/pandapon"
+	"github.com/pandabridge/pandabridge/pandapon/sandbox"
+	"github.com/pandabridge/pandabridge/pipeline"
+	"github.com/pandabridge/pandabridge/topology"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stderr))
+}
+
+// devOptions are the -dev flags.
+type devOptions struct {
+	enabled     bool
+	natsPort    int
+	store       string
+	sandboxAddr string
+	generated   int
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var dev devOptions
+	fs.BoolVar(&dev.enabled, "dev", false, "zero-setup mode: embedded NATS with JetStream on 127.0.0.1 and the PandaPon sandbox in-process")
+	fs.IntVar(&dev.natsPort, "dev-nats-port", embeddednats.DefaultDevPort, "with -dev: port of the embedded NATS server on 127.0.0.1")
+	fs.StringVar(&dev.store, "dev-store", "", "with -dev: JetStream store directory (default: a temporary directory removed at exit)")
+	fs.StringVar(&dev.sandboxAddr, "dev-sandbox-addr", "127.0.0.1:0", "with -dev: address of the in-process PandaPon sandbox")
+	fs.IntVar(&dev.generated, "dev-generate", 100, "with -dev: generated sandbox refunds besides the seeds")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: consumer [-dev [flags]]\n\nConsumes refund requests from NATS JetStream, calls PandaPon, publishes refund.updated.\nConfigured by environment variables (see README.md); -dev needs none.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+
+	cfg, err := loadConfig()
+	if err == nil {
+		if dev.enabled && os.Getenv("PANDABRIDGE_LOG_FORMAT") == "" {
+			cfg.LogFormat = "text"
+		}
+		err = cfg.Validate(dev.enabled)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "consumer: configuration: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return 2
+	}
+	log := newLogger(stderr, cfg)
+	if err := serve(ctx, cfg, dev, log); err != nil {
+		log.Error("consumer stopped", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, cfg Config) *slog.Logger {
+	level, _ := parseLevel(cfg.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// serve runs the consumer until ctx ends.
+func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) error {
+	var onPublished func(string, event.Event)
+	if dev.enabled {
+		stopDev, err := startDev(&cfg, dev, log)
+		if err != nil {
+			return err
+		}
+		defer stopDev()
+		onPublished = func(subject string, e event.Event) { log.Info(describeOutput(e)) }
+	}
+
+	unit, _ := pandapon.ParseTimestampUnit(cfg.PandaPonTimestampUnit)
+	maxConc := cfg.PandaPonMaxConcurrent
+	if maxConc == 0 {
+		maxConc = cfg.Concurrency
+	}
+	retries := cfg.PandaPonMaxRetries
+	if retries == 0 {
+		retries = -1 // pandapon.Config reads 0 as "default" and negative as "none"
+	}
+	client, err := pandapon.New(pandapon.Config{
+		BaseURL: cfg.PandaPonBaseURL,
+		Credentials: pandapon.Credentials{
+			AccessKey: cfg.PandaPonAccessKey, AccessSecret: cfg.PandaPonAccessSecret,
+			UserID: cfg.PandaPonUserID, TimestampUnit: unit,
+		},
+		RateLimit:      cfg.PandaPonRateLimit,
+		Burst:          cfg.PandaPonBurst,
+		MaxConcurrent:  maxConc,
+		AttemptTimeout: cfg.PandaPonTimeout,
+		MaxRetries:     retries,
+		RetryAfterMax:  cfg.PandaPonRetryAfterMax,
+	})
+	if err != nil {
+		return err
+	}
+
+	nc, err := connect(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := pipeline.NewMetrics(reg)
+
+	topo := topology.New(cfg.SubjectPrefix)
+	topo.Durable = cfg.ConsumerName
+	topo.Replicas = cfg.StreamReplicas
+	topo.MaxAge = cfg.StreamMaxAge
+	topo.DuplicateWindow = cfg.DuplicateWindow
+
+	h := &handlers.Handler{PandaPon: client, Source: cfg.Source, Subjects: topo.Subjects}
+	p, err := pipeline.New(nc, h, pipeline.Config{
+		Topology:       topo,
+		Concurrency:    cfg.Concurrency,
+		MaxInFlight:    cfg.MaxInFlight,
+		AckWait:        cfg.AckWait,
+		MaxDeliveries:  cfg.MaxDeliveries,
+		BackoffMin:     cfg.BackoffMin,
+		BackoffMax:     cfg.BackoffMax,
+		HandlerTimeout: cfg.HandlerTimeout,
+		DrainTimeout:   cfg.DrainTimeout,
+		Logger:         log,
+		Metrics:        metrics,
+		OnPublished:    onPublished,
+	})
+	if err != nil {
+		return err
+	}
+
+	srv, err := startHTTP(cfg.HTTPAddr, p, reg, log)
+	if err != nil {
+		return err
+	}
+	runErr := p.Run(ctx)
+
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdownCtx)
+	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		log.Warn("draining NATS connection", "error", err)
+	}
+	log.Info("shut down")
+	return runErr
+}
+
+// connect dials NATS, retrying in the background when the servers are not
+// reachable yet: the process starts, /readyz says 503 until connected.
+func connect(cfg Config, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name("pandabridge-consumer"),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: our own Close at shutdown
+				log.Warn("disconnected from NATS", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+		}),
+	}
+	if cfg.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+	}
+	nc, err := nats.Connect(cfg.NATSURL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to NATS_URL: %w", err)
+	}
+	return nc, nil
+}
+
+// startHTTP serves /healthz, /readyz and /metrics.
+func startHTTP(addr string, p *pipeline.Pipeline, reg *prometheus.Registry, log *slog.Logger) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !p.Ready() {
+			http.Error(w, "not ready: not connected to NATS with streams and consumer in place", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("PANDABRIDGE_HTTP_ADDR=%q: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP server", "error", err)
+		}
+	}()
+	log.Info("serving health and metrics", "addr", ln.Addr().String())
+	return srv, nil
+}
+
+// startDev starts the embedded NATS server and the sandbox and points cfg at
+// them. The returned function stops both.
+func startDev(cfg *Config, dev devOptions, log *slog.Logger) (func(), error) {
+	ns, err := embeddednats.Start(embeddednats.Options{Port: dev.natsPort, StoreDir: dev.store})
+	if err != nil {
+		return nil, fmt.Errorf("dev mode: starting embedded NATS on 127.0.0.1:%d: %w", dev.natsPort, err)
+	}
+	sb, err := sandbox.Start(dev.sandboxAddr, sandbox.Options{GeneratedRefunds: dev.generated})
+	if err != nil {
+		ns.Shutdown()
+		return nil, fmt.Errorf("dev mode: starting the PandaPon sandbox on %s: %w", dev.sandboxAddr, err)
+	}
+	cfg.NATSURL = ns.URL
+	cfg.NATSCreds = ""
+	cfg.PandaPonBaseURL = sb.URL
+	cfg.PandaPonAccessKey = sandbox.DefaultAccessKey
+	cfg.PandaPonAccessSecret = sandbox.DefaultAccessSecret
+	cfg.PandaPonTimestampUnit = string(pandapon.Milliseconds)
+	log.Info("DEV MODE: embedded NATS and PandaPon sandbox; nothing here talks to the real PandaPon",
+		"nats_url", ns.URL, "jetstream_store", ns.StoreDir, "sandbox_url", sb.URL,
+		"seed_refunds", "110002687818 110000303674 110000300003",
+		"generated_refunds", fmt.Sprintf("%s..%s", sandbox.GeneratedRefundID(0), sandbox.GeneratedRefundID(max(dev.generated-1, 0))))
+	log.Info("DEV MODE: try it", "lookup", "go run ./cmd/publisher lookup --refund-id 110002687818",
+		"watch", "go run ./cmd/publisher watch")
+	return func() {
+		_ = sb.Close()
+		ns.Shutdown()
+	}, nil
+}
+
+// describeOutput renders an output event for humans (dev mode).
+func describeOutput(e event.Event) string {
+	switch e.Type() {
+	case events.TypeRefundUpdated:
+		v, err := pandapon.ParseRefundView(e.Data())
+		if err != nil {
+			return fmt.Sprintf("refund.updated refund %s (unreadable aggregate: %v)", e.Subject(), err)
+		}
+		s := fmt.Sprintf("refund.updated: refund %s is %d (%s)", e.Subject(), v.RefundStatus.Value, pandapon.StatusText(v.RefundStatus.Value))
+		if v.LogisticsNo != "" {
+			s += fmt.Sprintf(", return parcel %s via %s", v.LogisticsNo, v.LogisticsCompanyCode)
+		}
+		return s + fmt.Sprintf(" [event %s, caused by %v]", e.ID(), e.Extensions()[events.ExtCausationID])
+	case events.TypeRefundRequestFailed:
+		return fmt.Sprintf("refund.request.failed: refund %s: %s [event %s]", e.Subject(), e.Data(), e.ID())
+	}
+	return fmt.Sprintf("%s %s", e.Type(), e.ID())
+}

@@ -1,0 +1,339 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/pandabridge/pandabridge/events"
+	"github.com/pandabridge/pandabridge/internal/testkit"
+	"github.com/pandabridge/pandabridge/pandapon/sandbox"
+)
+
+// bin holds the binaries built once for these tests.
+var bin struct{ consumer, publisher string }
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pandabridge-bin-")
+	if err != nil {
+		panic(err)
+	}
+	bin.consumer = filepath.Join(dir, "consumer")
+	bin.publisher = filepath.Join(dir, "publisher")
+	for path, pkg := range map[string]string{bin.consumer: ".", bin.publisher: "../publisher"} {
+		out, err := exec.Command("go", "build", "-o", path, pkg).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, out)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// process is a running binary whose output is collected line by line.
+type process struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	mu    sync.Mutex
+	lines []string
+	done  chan struct{}
+}
+
+// baseEnv is a minimal environment: nothing of the developer's leaks in.
+func baseEnv(kv ...string) []string {
+	return append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir()}, kv...)
+}
+
+func startProcess(t *testing.T, env []string, path string, args ...string) *process {
+	t.Helper()
+	p := &process{t: t, cmd: exec.Command(path, args...), done: make(chan struct{})}
+	p.cmd.Env = env
+	r, w := io.Pipe()
+	p.cmd.Stdout, p.cmd.Stderr = w, w
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.mu.Unlock()
+		}
+	}()
+	go func() { _ = p.cmd.Wait(); w.Close(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", filepath.Base(path), strings.Join(p.output(), "\n"))
+		}
+	})
+	return p
+}
+
+func (p *process) output() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.lines...)
+}
+
+// waitLine waits for an output line matching re and returns its submatches.
+func (p *process) waitLine(re string) []string {
+	p.t.Helper()
+	rx := regexp.MustCompile(re)
+	var m []string
+	testkit.Eventually(p.t, 20*time.Second, func() bool {
+		for _, l := range p.output() {
+			if m = rx.FindStringSubmatch(l); m != nil {
+				return true
+			}
+		}
+		return false
+	}, "a line matching %q", re)
+	return m
+}
+
+// stop sends sig and returns the exit code.
+func (p *process) stop(sig os.Signal) int {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.t.Fatalf("%s did not exit within 30 s of %s", filepath.Base(p.cmd.Path), sig)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+func TestConfigErrorsNameTheVariableAndHideTheSecret(t *testing.T) {
+	const secret = "do-not-print-this-secret-value"
+	valid := []string{"NATS_URL=nats://127.0.0.1:1", "PANDAPON_ACCESS_KEY=key", "PANDAPON_ACCESS_SECRET=" + secret}
+	with := func(over ...string) []string {
+		env := append([]string(nil), valid...)
+		for _, o := range over {
+			name := strings.SplitN(o, "=", 2)[0]
+			kept := env[:0]
+			for _, e := range env {
+				if !strings.HasPrefix(e, name+"=") {
+					kept = append(kept, e)
+				}
+			}
+			env = kept
+			if strings.Contains(o, "=") {
+				env = append(env, o)
+			}
+		}
+		return env
+	}
+	tests := []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"no NATS_URL", with("NATS_URL"), "NATS_URL is required"},
+		{"no access key", with("PANDAPON_ACCESS_KEY"), "PANDAPON_ACCESS_KEY is required"},
+		{"no secret", with("PANDAPON_ACCESS_SECRET"), "PANDAPON_ACCESS_SECRET or PANDAPON_ACCESS_SECRET_FILE is required"},
+		{"both secrets", with("PANDAPON_ACCESS_SECRET_FILE=/etc/hostname"), "only one of PANDAPON_ACCESS_SECRET and PANDAPON_ACCESS_SECRET_FILE"},
+		{"secret file missing", with("PANDAPON_ACCESS_SECRET", "PANDAPON_ACCESS_SECRET_FILE=/nonexistent/secret"), `PANDAPON_ACCESS_SECRET_FILE="/nonexistent/secret": no such file`},
+		{"concurrency not a number", with("PANDABRIDGE_CONCURRENCY=lots"), `PANDABRIDGE_CONCURRENCY="lots": not a valid integer`},
+		{"concurrency zero", with("PANDABRIDGE_CONCURRENCY=0"), "PANDABRIDGE_CONCURRENCY=0: must be at least 1"},
+		{"timestamp unit", with("PANDAPON_TIMESTAMP_UNIT=us"), `PANDAPON_TIMESTAMP_UNIT="us": want ms or s`},
+		{"subject prefix", with("PANDABRIDGE_SUBJECT_PREFIX=a.b"), `PANDABRIDGE_SUBJECT_PREFIX="a.b"`},
+		{"ack wait unit", with("PANDABRIDGE_ACK_WAIT=30"), `PANDABRIDGE_ACK_WAIT="30": not a valid duration`},
+		{"log level", with("PANDABRIDGE_LOG_LEVEL=loud"), `PANDABRIDGE_LOG_LEVEL="loud"`},
+		{"base url", with("PANDAPON_BASE_URL=api.pandapon.com"), `PANDAPON_BASE_URL="api.pandapon.com"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin.consumer)
+			cmd.Env = baseEnv(tc.env...)
+			out, err := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != 2 {
+				t.Fatalf("exit %d (%v), want 2; output:\n%s", code, err, out)
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Errorf("output %q does not say %q", out, tc.want)
+			}
+			if strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+				t.Errorf("want one message line, got:\n%s", out)
+			}
+			if strings.Contains(string(out), secret) {
+				t.Errorf("the secret appears in the output: %s", out)
+			}
+		})
+	}
+}
+
+func TestConsumerProcessEndToEndNeverLogsTheSecret(t *testing.T) {
+	const secret = "S3cret-value-that-must-never-be-logged"
+	ns := testkit.NATS(t)
+	sb := testkit.Sandbox(t, sandbox.Options{AccessKey: "prod-key", AccessSecret: secret, GeneratedRefunds: 10})
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secretFile, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, baseEnv(
+		"NATS_URL="+ns.URL, "PANDAPON_BASE_URL="+sb.URL, "PANDAPON_ACCESS_KEY=prod-key",
+		"PANDAPON_ACCESS_SECRET_FILE="+secretFile, "PANDABRIDGE_HTTP_ADDR=127.0.0.1:0",
+		"PANDABRIDGE_LOG_LEVEL=debug", "PANDABRIDGE_BACKOFF_MIN=10ms", "PANDABRIDGE_BACKOFF_MAX=50ms",
+		"PANDAPON_MAX_RETRIES=1",
+	), bin.consumer)
+	addr := p.waitLine(`"msg":"serving health and metrics","addr":"([^"]+)"`)[1]
+	p.waitLine(`"msg":"consuming"`)
+	base := "http://" + addr
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200} {
+		if code := httpStatus(t, base+path); code != want {
+			t.Errorf("GET %s = %d, want %d", path, code, want)
+		}
+	}
+
+	_, js := testkit.Connect(t, ns.URL)
+	topo := testkit.EnsureStreams(t, js)
+	outputs := testkit.Collect(t, js, topo.OutputStream, topo.Subjects.Outputs()...)
+	dlq := testkit.Collect(t, js, topo.DLQStream, topo.Subjects.DeadLetters())
+
+	flaky := sandbox.GeneratedRefundID(2)
+	sb.SetRefundFaults(flaky, sandbox.Faults{ServerErrorRate: 1})
+	ok := testkit.Lookup(sandbox.SeedRefundOnly)
+	shipped := testkit.ReturnShipped(sandbox.SeedAwaitingReturn, "SF", "SF0001")
+	unknown := testkit.Lookup("987654321")
+	retried := testkit.Lookup(flaky)
+	testkit.Publish(t, js, ok)
+	testkit.Publish(t, js, shipped)
+	testkit.Publish(t, js, unknown)
+	testkit.Publish(t, js, retried)
+	bad := nats.NewMsg("pandapon.return.shipped")
+	bad.Data = []byte("not an event")
+	testkit.PublishMsg(t, js, bad)
+
+	testkit.Eventually(t, 10*time.Second, func() bool { return sb.Stats().FaultsInjected[sandbox.FaultServerError] >= 2 }, "retries of the failing refund")
+	sb.SetRefundFaults(flaky, sandbox.Faults{})
+	outputs.WaitN(t, 4, 20*time.Second)
+	dlq.WaitN(t, 1, 10*time.Second)
+
+	types := map[string]int{}
+	for _, e := range outputs.Events(t) {
+		types[e.Type()]++
+	}
+	if types[events.TypeRefundUpdated] != 3 || types[events.TypeRefundRequestFailed] != 1 {
+		t.Errorf("outputs by type %v, want 3 refund.updated and 1 refund.request.failed", types)
+	}
+
+	metrics := httpBody(t, base+"/metrics")
+	for _, want := range []string{
+		`pandabridge_events_consumed_total{outcome="published",type="refund.lookup.requested"} 3`,
+		`pandabridge_events_consumed_total{outcome="published",type="return.shipped"} 1`,
+		`pandabridge_events_dead_lettered_total{kind="invalid",type="unknown"} 1`,
+		`pandabridge_events_published_total{type="refund.updated"} 3`,
+		`pandabridge_events_published_total{type="refund.request.failed"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	if code := p.stop(syscall.SIGTERM); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	lines := p.output()
+	if !strings.Contains(strings.Join(lines, "\n"), `"msg":"shut down"`) {
+		t.Error("no shut down line after SIGTERM")
+	}
+	for _, l := range lines {
+		if strings.Contains(l, secret) {
+			t.Errorf("log line contains the secret: %s", l)
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Errorf("log line is not JSON: %s", l)
+			continue
+		}
+		if id, ok := rec["event_id"].(string); ok && id != "" && rec["event_type"] != "unknown" {
+			if rec["event_type"] == nil || rec["refund_id"] == nil {
+				t.Errorf("log line about event %s lacks event_type or refund_id: %s", id, l)
+			}
+		}
+	}
+}
+
+func TestDevModeQuickStart(t *testing.T) {
+	port := freePort(t)
+	dev := startProcess(t, baseEnv("PANDABRIDGE_HTTP_ADDR=127.0.0.1:0"), bin.consumer, "-dev", "-dev-nats-port", fmt.Sprint(port))
+	dev.waitLine(`DEV MODE`)
+	dev.waitLine(`msg=consuming`)
+	natsURL := fmt.Sprintf("NATS_URL=nats://127.0.0.1:%d", port)
+
+	lookup := exec.Command(bin.publisher, "lookup", "--refund-id", "110002687818")
+	lookup.Env = baseEnv(natsURL)
+	if out, err := lookup.CombinedOutput(); err != nil {
+		t.Fatalf("publisher lookup: %v\n%s", err, out)
+	}
+	watch := exec.Command(bin.publisher, "watch", "--from-start", "--count", "1")
+	watch.Env = baseEnv(natsURL)
+	out, err := watch.Output()
+	if err != nil {
+		t.Fatalf("publisher watch: %v", err)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal(out, &ev); err != nil {
+		t.Fatalf("watch printed %q: %v", out, err)
+	}
+	if ev["type"] != "refund.updated" || ev["subject"] != "110002687818" {
+		t.Errorf("watch printed %s", out)
+	}
+	dev.waitLine(`refund\.updated: refund 110002687818 is 100 \(refund succeeded\)`)
+	if code := dev.stop(os.Interrupt); code != 0 {
+		t.Errorf("exit code %d after SIGINT, want 0", code)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func httpStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func httpBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}

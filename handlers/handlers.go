@@ -1,0 +1,163 @@
+// Package handlers decides what each input event does: which PandaPon calls
+// it makes and which output event it yields. It does no messaging itself;
+// the pipeline package delivers inputs and publishes the outputs.
+//
+// Outcomes of Handle:
+//   - outputs and a nil error: publish them, then acknowledge the input;
+//   - an error matching pandapon.ErrTransient: PandaPon could not be reached
+//     or answered unusably; redeliver the input later;
+//   - any other error: a programming or configuration fault; the pipeline
+//     treats it like a transient one (bounded redeliveries, then the
+//     dead-letter subject) so nothing is lost.
+//
+// A business error from PandaPon is not an error here: it becomes a
+// refund.request.failed output.
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/pandabridge/pandabridge/events"
+	"github.com/pandabridge/pandabridge/pandapon"
+)
+
+// PandaPon is the part of *pandapon.Client the handlers use.
+type PandaPon interface {
+	QueryRefund(ctx context.Context, refundID string) (*pandapon.Response, error)
+	SubmitReturnLogistics(ctx context.Context, r pandapon.ReturnLogistics) (*pandapon.Response, error)
+}
+
+// Output is one event to publish on a subject.
+type Output struct {
+	Subject string
+	Event   event.Event
+}
+
+// Handler handles the two input event types. Its zero value is not usable:
+// set PandaPon; Source defaults to "pandabridge".
+type Handler struct {
+	PandaPon PandaPon
+	// Source is the source attribute of every output event.
+	Source   string
+	Subjects events.Subjects
+}
+
+// DefaultSource is the source of output events unless configured.
+const DefaultSource = "pandabridge"
+
+// Handle performs the input's request and returns its single output. See the
+// package documentation for what errors mean.
+func (h *Handler) Handle(ctx context.Context, in events.Input) ([]Output, error) {
+	switch {
+	case in.Lookup != nil:
+		return h.lookup(ctx, in)
+	case in.ReturnShipped != nil:
+		return h.returnShipped(ctx, in)
+	}
+	return nil, fmt.Errorf("handlers: input %s of type %s has no data", in.Event.ID(), in.Event.Type())
+}
+
+// lookup queries the refund and publishes its state.
+func (h *Handler) lookup(ctx context.Context, in events.Input) ([]Output, error) {
+	resp, err := h.PandaPon.QueryRefund(ctx, in.RefundID())
+	if err != nil {
+		return h.failedOr(in, err, "PandaPon refused the refund query")
+	}
+	return h.updated(in, resp), nil
+}
+
+// returnShipped reconciles against PandaPon's current state, then submits
+// the return logistics unless PandaPon already records the same parcel.
+//
+// PandaPon's state is the arbiter, so a redelivered or repeated event never
+// submits twice: if the refund already shows this logisticsNo, the current
+// state is published without a submission. If the submission is refused,
+// the refund is queried once more: a refusal because this very parcel was
+// recorded meanwhile (a concurrent duplicate, or a retried request whose
+// first attempt was processed) is a success, anything else is published as
+// refund.request.failed.
+func (h *Handler) returnShipped(ctx context.Context, in events.Input) ([]Output, error) {
+	rs := in.ReturnShipped
+	current, err := h.PandaPon.QueryRefund(ctx, in.RefundID())
+	if err != nil {
+		return h.failedOr(in, err, "PandaPon refused the refund query made before submitting the return logistics")
+	}
+	if recorded(current, rs.LogisticsNo) {
+		return h.updated(in, current), nil
+	}
+	resp, err := h.PandaPon.SubmitReturnLogistics(ctx, pandapon.ReturnLogistics{
+		RefundID:             in.RefundID(),
+		LogisticsCompanyCode: rs.LogisticsCompanyCode,
+		LogisticsNo:          rs.LogisticsNo,
+		BuyerPhone:           rs.BuyerPhone,
+		ReturnGoodsDesc:      rs.ReturnGoodsDesc,
+	})
+	if err == nil {
+		return h.updated(in, resp), nil
+	}
+	var apiErr *pandapon.APIError
+	if !errors.As(err, &apiErr) {
+		return nil, err
+	}
+	again, qerr := h.PandaPon.QueryRefund(ctx, in.RefundID())
+	if qerr != nil {
+		// The refusal is known; the state after it is not. Try again later
+		// rather than publish a failure that may be wrong.
+		return nil, fmt.Errorf("submission refused (%w), then re-query failed: %w", err, qerr)
+	}
+	if recorded(again, rs.LogisticsNo) {
+		return h.updated(in, again), nil
+	}
+	return h.failed(in, apiErr, "PandaPon refused the return logistics submission")
+}
+
+// recorded reports whether the refund's state already holds logisticsNo.
+func recorded(resp *pandapon.Response, logisticsNo string) bool {
+	v, err := resp.Refund()
+	return err == nil && v.LogisticsNo != "" && v.LogisticsNo == logisticsNo
+}
+
+func (h *Handler) source() string {
+	if h.Source == "" {
+		return DefaultSource
+	}
+	return h.Source
+}
+
+func (h *Handler) updated(in events.Input, resp *pandapon.Response) []Output {
+	e := events.NewRefundUpdated(in.Event, h.source(), in.RefundID(), resp.Data, resp.ReceivedAt)
+	return []Output{{Subject: h.Subjects.Of(events.TypeRefundUpdated), Event: e}}
+}
+
+// failedOr turns a business error into refund.request.failed and returns
+// every other error as is.
+func (h *Handler) failedOr(in events.Input, err error, reason string) ([]Output, error) {
+	var apiErr *pandapon.APIError
+	if errors.As(err, &apiErr) {
+		return h.failed(in, apiErr, reason)
+	}
+	return nil, err
+}
+
+func (h *Handler) failed(in events.Input, apiErr *pandapon.APIError, reason string) ([]Output, error) {
+	f := events.RefundRequestFailed{
+		RefundID:    in.RefundID(),
+		RequestType: in.Event.Type(),
+		Code:        apiErr.Code,
+		Msg:         apiErr.Msg,
+		Reason:      fmt.Sprintf("%s: code %d, %q", reason, apiErr.Code, apiErr.Msg),
+	}
+	if apiErr.RequestID.Valid {
+		rid := apiErr.RequestID.Value
+		f.RequestID = &rid
+	}
+	e, err := events.NewRefundRequestFailed(in.Event, h.source(), f, apiErr.ReceivedAt)
+	if err != nil {
+		return nil, fmt.Errorf("handlers: building refund.request.failed: %w", err)
+	}
+	return []Output{{Subject: h.Subjects.Of(events.TypeRefundRequestFailed), Event: e}}, nil
+}

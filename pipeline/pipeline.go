@@ -1,0 +1,591 @@
+// Package pipeline moves input events from JetStream through a handler and
+// publishes its outputs: the engine of cmd/consumer.
+//
+// Guarantees, for each input message:
+//   - it is acknowledged only after every output it produced is stored by
+//     JetStream (outputs carry a deterministic Nats-Msg-Id, so a redelivered
+//     input yields no second copy within the output stream's duplicate
+//     window);
+//   - an input that can never be processed (not a CloudEvent, unknown type,
+//     invalid data) is published at once to the dead-letter subject, byte for
+//     byte with Pandabridge-Dlq-* headers, then terminated;
+//   - a transient failure is redelivered with exponential backoff
+//     (NakWithDelay, at least the server's Retry-After); on the
+//     MaxDeliveries-th failed delivery it is dead-lettered instead;
+//   - a message is never left unacknowledged long enough for the server to
+//     redeliver it while it is still held: every held message is marked in
+//     progress every AckWait/3;
+//   - inputs for one refund are handled one at a time in arrival order;
+//     different refunds run concurrently, up to Concurrency at once.
+//
+// Nothing is lost if the process dies at any instant: an input whose ack did
+// not reach the server is redelivered, and handling it again is idempotent.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pandabridge/pandabridge/events"
+	"github.com/pandabridge/pandabridge/handlers"
+	"github.com/pandabridge/pandabridge/pandapon"
+	"github.com/pandabridge/pandabridge/topology"
+)
+
+// Dead-letter headers added to the original message (contract).
+const (
+	HeaderDLQReason     = "Pandabridge-Dlq-Reason"
+	HeaderDLQDeliveries = "Pandabridge-Dlq-Deliveries"
+	HeaderDLQStreamSeq  = "Pandabridge-Dlq-Stream-Seq"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultConcurrency    = 32
+	DefaultAckWait        = 30 * time.Second
+	DefaultMaxDeliveries  = 5
+	DefaultBackoffMin     = time.Second
+	DefaultBackoffMax     = 5 * time.Minute
+	DefaultHandlerTimeout = time.Minute
+	DefaultDrainTimeout   = 20 * time.Second
+	// maxDeliverSlack is how many deliveries beyond MaxDeliveries the server
+	// still makes, so that a message whose last allowed delivery died with
+	// the process is delivered once more and dead-lettered, not stranded.
+	maxDeliverSlack = 3
+)
+
+// Handler is what the pipeline runs for each valid input.
+type Handler interface {
+	Handle(ctx context.Context, in events.Input) ([]handlers.Output, error)
+}
+
+// Config configures a Pipeline.
+type Config struct {
+	Topology topology.Topology
+	// Concurrency is how many inputs are handled at once (default 32).
+	Concurrency int
+	// MaxInFlight caps inputs received and not yet settled, including
+	// those waiting behind an earlier input for the same refund (default
+	// 4 × Concurrency). It is also the consumer's MaxAckPending.
+	MaxInFlight int
+	// AckWait is the consumer's ack wait (default 30 s); held messages are
+	// marked in progress every AckWait/3.
+	AckWait time.Duration
+	// MaxDeliveries is how many deliveries a transiently failing input gets
+	// before it is dead-lettered (default 5).
+	MaxDeliveries int
+	// BackoffMin and BackoffMax bound the redelivery delay after a
+	// transient failure: BackoffMin × 2^(delivery-1), jittered, capped
+	// (defaults 1 s and 5 min).
+	BackoffMin, BackoffMax time.Duration
+	// HandlerTimeout bounds one handling, PandaPon retries included
+	// (default 1 min).
+	HandlerTimeout time.Duration
+	// DrainTimeout bounds shutdown: handlers still running after it are
+	// cancelled and their inputs handed back (default 20 s).
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
+	Metrics      *Metrics
+	// OnPublished, if set, is called after each output is stored.
+	OnPublished func(subject string, e event.Event)
+}
+
+func (c *Config) setDefaults() {
+	if c.Concurrency <= 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 4 * c.Concurrency
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxDeliveries <= 0 {
+		c.MaxDeliveries = DefaultMaxDeliveries
+	}
+	if c.BackoffMin <= 0 {
+		c.BackoffMin = DefaultBackoffMin
+	}
+	if c.BackoffMax < c.BackoffMin {
+		c.BackoffMax = max(DefaultBackoffMax, c.BackoffMin)
+	}
+	if c.HandlerTimeout <= 0 {
+		c.HandlerTimeout = DefaultHandlerTimeout
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+}
+
+// Pipeline consumes the input stream with one durable pull consumer.
+type Pipeline struct {
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	handler Handler
+	log     *slog.Logger
+	m       *Metrics
+
+	ready    atomic.Bool
+	stopping atomic.Bool
+
+	slots chan struct{} // Concurrency
+	wg    sync.WaitGroup
+
+	mu       sync.Mutex
+	keys     map[string][]*job                // per-refund queues; presence = a runner is active
+	inflight map[*job]struct{}                // held messages, for in-progress signals
+	cancels  map[*job]context.CancelCauseFunc // running handlers
+}
+
+// job is one received input message.
+type job struct {
+	msg      jetstream.Msg
+	received time.Time
+	meta     *jetstream.MsgMetadata
+	in       events.Input
+	typ      string // event type for labels ("unknown" when undecodable)
+	invalid  error  // set when the message can never be processed
+	release  func() // frees the MaxInFlight slot
+}
+
+// New returns a pipeline reading from nc with h. It does no I/O.
+func New(nc *nats.Conn, h Handler, cfg Config) (*Pipeline, error) {
+	cfg.setDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	return &Pipeline{
+		cfg: cfg, nc: nc, js: js, handler: h, log: cfg.Logger, m: cfg.Metrics,
+		slots:    make(chan struct{}, cfg.Concurrency),
+		keys:     map[string][]*job{},
+		inflight: map[*job]struct{}{},
+		cancels:  map[*job]context.CancelCauseFunc{},
+	}, nil
+}
+
+// Ready reports whether the pipeline is connected to NATS with its streams
+// and consumer in place (the /readyz condition).
+func (p *Pipeline) Ready() bool { return p.ready.Load() && p.nc.IsConnected() }
+
+// Run sets up the streams and the consumer (retrying while NATS is
+// unavailable) and consumes until ctx is done. Then it stops fetching, hands
+// back inputs not yet started, lets running handlers finish within
+// DrainTimeout, flushes acks and publishes, and returns nil. It returns an
+// error only when it cannot consume at all.
+func (p *Pipeline) Run(ctx context.Context) error {
+	cons, err := p.setup(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(p.cfg.Concurrency))
+	if err != nil {
+		return fmt.Errorf("pipeline: consuming: %w", err)
+	}
+	bg, stopBG := context.WithCancel(context.Background())
+	var bgWG sync.WaitGroup
+	bgWG.Go(func() { p.heartbeat(bg) })
+	bgWG.Go(func() { p.watchConsumer(bg, cons) })
+
+	p.log.Info("consuming", "stream", p.cfg.Topology.InputStream, "consumer", p.cfg.Topology.Durable,
+		"concurrency", p.cfg.Concurrency, "max_in_flight", p.cfg.MaxInFlight)
+	held := make(chan struct{}, p.cfg.MaxInFlight)
+	for ctx.Err() == nil {
+		select {
+		case held <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			<-held
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				break
+			}
+			p.log.Warn("fetching input", "error", err)
+			continue
+		}
+		p.accept(msg, func() { <-held })
+	}
+
+	// Shutdown: stop fetching, hand back what was buffered.
+	p.stopping.Store(true)
+	p.ready.Store(false)
+	it.Drain()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			break
+		}
+		_ = msg.Nak()
+		p.m.Consumed.WithLabelValues(typeOf(msg), "handed_back").Inc()
+	}
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(p.cfg.DrainTimeout):
+		p.log.Warn("drain deadline reached, cancelling running handlers", "drain_timeout", p.cfg.DrainTimeout)
+		p.cancelRunning()
+		<-done
+	}
+	stopBG()
+	bgWG.Wait()
+	if err := p.nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		p.log.Warn("flushing acks", "error", err)
+	}
+	p.log.Info("stopped consuming")
+	return nil
+}
+
+// setup ensures streams and consumer, retrying with backoff until it works
+// or ctx ends.
+func (p *Pipeline) setup(ctx context.Context) (jetstream.Consumer, error) {
+	wait := 250 * time.Millisecond
+	for {
+		cons, err := p.ensure(ctx)
+		if err == nil {
+			p.ready.Store(true)
+			return cons, nil
+		}
+		p.log.Warn("setting up JetStream, will retry", "error", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
+func (p *Pipeline) ensure(ctx context.Context) (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.cfg.Topology.EnsureStreams(ctx, p.js); err != nil {
+		return nil, err
+	}
+	return p.cfg.Topology.EnsureConsumer(ctx, p.js, topology.ConsumerSettings{
+		AckWait:       p.cfg.AckWait,
+		MaxDeliver:    p.cfg.MaxDeliveries + maxDeliverSlack,
+		MaxAckPending: p.cfg.MaxInFlight,
+	})
+}
+
+// watchConsumer polls the consumer's info: it keeps Ready truthful (the
+// consumer or stream may be deleted, NATS may restart) and updates the lag
+// gauges.
+func (p *Pipeline) watchConsumer(ctx context.Context, cons jetstream.Consumer) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := cons.Info(ictx)
+		cancel()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+				// Recreate what an operator or a store loss removed.
+				if _, eerr := p.ensure(ctx); eerr != nil {
+					p.log.Warn("recreating consumer", "error", eerr)
+				}
+			}
+			if ctx.Err() == nil {
+				p.ready.Store(false)
+			}
+			continue
+		}
+		p.ready.Store(!p.stopping.Load())
+		p.m.ConsumerPending.Set(float64(info.NumPending))
+		p.m.ConsumerAckPending.Set(float64(info.NumAckPending))
+	}
+}
+
+// heartbeat marks every held message in progress every AckWait/3, so that
+// neither a slow PandaPon nor a queue behind one refund lets the ack wait
+// expire.
+func (p *Pipeline) heartbeat(ctx context.Context) {
+	t := time.NewTicker(p.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		held := make([]*job, 0, len(p.inflight))
+		for j := range p.inflight {
+			held = append(held, j)
+		}
+		p.mu.Unlock()
+		for _, j := range held {
+			_ = j.msg.InProgress()
+		}
+	}
+}
+
+// accept decodes a message and schedules it behind earlier inputs for the
+// same refund.
+func (p *Pipeline) accept(msg jetstream.Msg, release func()) {
+	j := &job{msg: msg, received: time.Now(), release: release, typ: "unknown"}
+	j.meta, _ = msg.Metadata()
+	e, err := events.DecodeNATS(msg.Headers(), msg.Data())
+	if err == nil {
+		j.typ = labelType(e.Type())
+		j.in, err = events.ParseInput(e)
+	}
+	if err != nil {
+		j.invalid = err
+	}
+	p.m.InFlight.Inc()
+	p.mu.Lock()
+	p.inflight[j] = struct{}{}
+	key := ""
+	if j.invalid == nil {
+		key = j.in.RefundID()
+	}
+	if key != "" {
+		if q, busy := p.keys[key]; busy {
+			p.keys[key] = append(q, j)
+			p.mu.Unlock()
+			return
+		}
+		p.keys[key] = nil
+	}
+	p.mu.Unlock()
+	p.wg.Go(func() { p.runKey(key, j) })
+}
+
+// runKey handles j and then every input queued behind it for the same
+// refund, in order. Key "" (an undecodable message) has no queue.
+func (p *Pipeline) runKey(key string, j *job) {
+	for j != nil {
+		p.run(j)
+		if key == "" {
+			return
+		}
+		p.mu.Lock()
+		q := p.keys[key]
+		if len(q) == 0 {
+			delete(p.keys, key)
+			j = nil
+		} else {
+			j, q[0] = q[0], nil
+			p.keys[key] = q[1:]
+		}
+		p.mu.Unlock()
+	}
+}
+
+// errDrainDeadline cancels handlers still running when the drain deadline
+// passes.
+var errDrainDeadline = errors.New("shutdown drain deadline reached")
+
+func (p *Pipeline) cancelRunning() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.cancels {
+		c(errDrainDeadline)
+	}
+}
+
+// run settles one input: handle and publish, dead-letter, or redeliver.
+func (p *Pipeline) run(j *job) {
+	p.slots <- struct{}{}
+	defer func() { <-p.slots }()
+	outcome := p.settle(j)
+	p.mu.Lock()
+	delete(p.inflight, j)
+	p.mu.Unlock()
+	j.release()
+	p.m.InFlight.Dec()
+	p.m.Consumed.WithLabelValues(j.typ, outcome).Inc()
+	p.m.HandleSeconds.WithLabelValues(j.typ, outcome).Observe(time.Since(j.received).Seconds())
+}
+
+func (p *Pipeline) settle(j *job) string {
+	log := p.log.With("event_id", "", "event_type", j.typ)
+	if j.invalid == nil {
+		log = p.log.With("event_id", j.in.Event.ID(), "event_type", j.typ, "refund_id", j.in.RefundID())
+	}
+	if p.stopping.Load() {
+		_ = j.msg.Nak() // not started: hand back for another replica
+		log.Info("handed back at shutdown")
+		return "handed_back"
+	}
+	deliveries := p.deliveries(j)
+	if j.invalid != nil {
+		return p.deadLetter(log, j, "invalid", "invalid input: "+j.invalid.Error())
+	}
+	if deliveries > p.cfg.MaxDeliveries {
+		return p.deadLetter(log, j, "max_deliveries", fmt.Sprintf(
+			"delivered %d times (limit %d) without being settled; the consumer may have died while handling it", deliveries, p.cfg.MaxDeliveries))
+	}
+
+	ctx, cancel := context.WithCancelCause(context.Background())
+	p.mu.Lock()
+	p.cancels[j] = cancel
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.cancels, j)
+		p.mu.Unlock()
+		cancel(nil)
+	}()
+	hctx, hcancel := context.WithTimeout(ctx, p.cfg.HandlerTimeout)
+	defer hcancel()
+
+	outs, err := p.handle(hctx, j)
+	if err == nil {
+		err = p.publish(hctx, log, outs)
+	}
+	if err != nil {
+		if context.Cause(ctx) == errDrainDeadline {
+			_ = j.msg.Nak()
+			log.Warn("handed back: drain deadline reached while handling", "error", err)
+			return "handed_back"
+		}
+		if deliveries >= p.cfg.MaxDeliveries {
+			return p.deadLetter(log, j, "max_deliveries", fmt.Sprintf(
+				"failed on delivery %d of %d: %v", deliveries, p.cfg.MaxDeliveries, err))
+		}
+		delay := p.backoff(deliveries, err)
+		_ = j.msg.NakWithDelay(delay)
+		log.Warn("will retry", "error", err, "delivery", deliveries, "retry_in", delay)
+		return "retry"
+	}
+	if err := j.msg.Ack(); err != nil {
+		log.Warn("ack failed; the input will be redelivered and handled idempotently", "error", err)
+	}
+	log.Info("handled", "outputs", len(outs), "duration", time.Since(j.received))
+	return "published"
+}
+
+// handle runs the handler, turning a panic into an error so that one bad
+// input cannot take the process down.
+func (p *Pipeline) handle(ctx context.Context, j *job) (outs []handlers.Output, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panicked: %v", r)
+		}
+	}()
+	return p.handler.Handle(ctx, j.in)
+}
+
+// publish stores each output and waits for JetStream's acknowledgement.
+func (p *Pipeline) publish(ctx context.Context, log *slog.Logger, outs []handlers.Output) error {
+	for _, o := range outs {
+		msg, err := events.EncodeNATS(o.Subject, o.Event)
+		if err != nil {
+			return fmt.Errorf("encoding %s: %w", o.Event.Type(), err)
+		}
+		ack, err := p.js.PublishMsg(ctx, msg)
+		if err != nil {
+			return fmt.Errorf("publishing %s to %s: %w", o.Event.Type(), o.Subject, err)
+		}
+		p.m.Published.WithLabelValues(o.Event.Type()).Inc()
+		log.Debug("published", "output_id", o.Event.ID(), "output_type", o.Event.Type(), "stream_seq", ack.Sequence, "duplicate", ack.Duplicate)
+		if p.cfg.OnPublished != nil {
+			p.cfg.OnPublished(o.Subject, o.Event)
+		}
+	}
+	return nil
+}
+
+// deadLetter publishes the original message with the reason headers to the
+// dead-letter subject and terminates it. If the dead letter cannot be
+// stored, the input is redelivered later instead: it is never dropped.
+func (p *Pipeline) deadLetter(log *slog.Logger, j *job, kind, reason string) string {
+	subject := p.cfg.Topology.Subjects.DeadLetter(j.msg.Subject())
+	dl := nats.NewMsg(subject)
+	dl.Data = j.msg.Data()
+	for k, v := range j.msg.Headers() {
+		dl.Header[k] = slices.Clone(v)
+	}
+	dl.Header.Set(HeaderDLQReason, reason)
+	dl.Header.Set(HeaderDLQDeliveries, strconv.Itoa(p.deliveries(j)))
+	if j.meta != nil {
+		dl.Header.Set(HeaderDLQStreamSeq, strconv.FormatUint(j.meta.Sequence.Stream, 10))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := p.js.PublishMsg(ctx, dl); err != nil {
+		delay := p.backoff(p.deliveries(j), err)
+		_ = j.msg.NakWithDelay(delay)
+		log.Error("could not dead-letter, will retry", "error", err, "reason", reason, "retry_in", delay)
+		return "retry"
+	}
+	_ = j.msg.TermWithReason(truncate(reason, 200))
+	p.m.DeadLettered.WithLabelValues(j.typ, kind).Inc()
+	log.Warn("dead-lettered", "subject", subject, "reason", reason, "deliveries", p.deliveries(j))
+	return "dead_lettered"
+}
+
+func (p *Pipeline) deliveries(j *job) int {
+	if j.meta == nil {
+		return 1
+	}
+	return int(j.meta.NumDelivered)
+}
+
+// backoff is the redelivery delay after the n-th delivery failed: jittered
+// exponential between BackoffMin and BackoffMax, and at least what PandaPon
+// asked for with Retry-After.
+func (p *Pipeline) backoff(n int, err error) time.Duration {
+	ceil := p.cfg.BackoffMin << min(max(n-1, 0), 20)
+	if ceil > p.cfg.BackoffMax || ceil <= 0 {
+		ceil = p.cfg.BackoffMax
+	}
+	d := ceil/2 + rand.N(ceil/2+1)
+	var te *pandapon.TransientError
+	if errors.As(err, &te) && te.RetryAfter > d {
+		d = min(te.RetryAfter, p.cfg.BackoffMax)
+	}
+	return d
+}
+
+func typeOf(msg jetstream.Msg) string {
+	return labelType(msg.Headers().Get(events.HeaderPrefix + "type"))
+}
+
+// labelType keeps metric labels to a fixed set: an input type or "unknown".
+func labelType(t string) string {
+	switch t {
+	case events.TypeRefundLookupRequested, events.TypeReturnShipped:
+		return t
+	}
+	return "unknown"
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,571 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pandabridge/pandabridge/events"
+	"github.com/pandabridge/pandabridge/handlers"
+	"github.com/pandabridge/pandabridge/internal/testkit"
+	"github.com/pandabridge/pandabridge/pandapon"
+	"github.com/pandabridge/pandabridge/pandapon/sandbox"
+	"github.com/pandabridge/pandabridge/pipeline"
+	"github.com/pandabridge/pandabridge/topology"
+)
+
+// env is a running pipeline wired exactly as cmd/consumer wires it: real
+// NATS, real sandbox over HTTP, real signed client.
+type env struct {
+	t       *testing.T
+	nats    string
+	js      jetstream.JetStream
+	sb      *sandbox.Server
+	client  *pandapon.Client
+	topo    topology.Topology
+	outputs *testkit.Collector
+	dlq     *testkit.Collector
+	stop    func() // stops the pipeline and waits for Run to return
+}
+
+type option func(*pipeline.Config, *sandbox.Options, *pandapon.Config)
+
+func start(t *testing.T, opts ...option) *env {
+	t.Helper()
+	pcfg := pipeline.Config{Concurrency: 8, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, DrainTimeout: 10 * time.Second}
+	sopts := sandbox.Options{GeneratedRefunds: 300}
+	ccfg := pandapon.Config{RateLimit: -1, RetryWaitMin: time.Millisecond, RetryWaitMax: 10 * time.Millisecond, MaxRetries: 1}
+	for _, o := range opts {
+		o(&pcfg, &sopts, &ccfg)
+	}
+	ns := testkit.NATS(t)
+	sb := testkit.Sandbox(t, sopts)
+	ccfg.BaseURL = sb.URL
+	ccfg.Credentials = pandapon.Credentials{AccessKey: sandbox.DefaultAccessKey, AccessSecret: sandbox.DefaultAccessSecret}
+	client, err := pandapon.New(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, js := testkit.Connect(t, ns.URL)
+	topo := testkit.EnsureStreams(t, js)
+	e := &env{t: t, nats: ns.URL, js: js, sb: sb, client: client, topo: topo}
+	e.outputs = testkit.Collect(t, js, topo.OutputStream, topo.Subjects.Outputs()...)
+	e.dlq = testkit.Collect(t, js, topo.DLQStream, topo.Subjects.DeadLetters())
+	pcfg.Topology = topo
+	e.stop = e.run(&handlers.Handler{PandaPon: client, Subjects: topo.Subjects}, pcfg)
+	return e
+}
+
+// run starts a pipeline on its own connection and returns its stop func.
+func (e *env) run(h pipeline.Handler, cfg pipeline.Config) func() {
+	e.t.Helper()
+	nc, err := nats.Connect(e.nats, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p, err := pipeline.New(nc, h, cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	testkit.Eventually(e.t, 10*time.Second, p.Ready, "pipeline ready")
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				e.t.Errorf("Run: %v", err)
+			}
+			nc.Close()
+		})
+	}
+	e.t.Cleanup(stop)
+	return stop
+}
+
+func (e *env) publish(ev event.Event) { e.t.Helper(); testkit.Publish(e.t, e.js, ev) }
+
+// outputFor waits for the output caused by input id and returns it.
+func (e *env) outputFor(inputID string) event.Event {
+	e.t.Helper()
+	var out event.Event
+	testkit.Eventually(e.t, 15*time.Second, func() bool {
+		for _, o := range e.outputs.Events(e.t) {
+			if o.Extensions()[events.ExtCausationID] == inputID {
+				out = o
+				return true
+			}
+		}
+		return false
+	}, "the output of input %s", inputID)
+	return out
+}
+
+// settled waits until the durable consumer has nothing pending or unacked.
+func (e *env) settled() {
+	e.t.Helper()
+	testkit.Eventually(e.t, 15*time.Second, func() bool {
+		info := testkit.ConsumerInfo(e.t, e.js, e.topo)
+		return info.NumPending == 0 && info.NumAckPending == 0
+	}, "every input acknowledged")
+}
+
+func refundView(t *testing.T, e event.Event) pandapon.RefundView {
+	t.Helper()
+	v, err := pandapon.ParseRefundView(e.Data())
+	if err != nil {
+		t.Fatalf("refund.updated data is not an aggregate: %v\n%s", err, e.Data())
+	}
+	return v
+}
+
+func TestLookupPublishesRefundUpdatedWithPandaPonDataUnchanged(t *testing.T) {
+	e := start(t)
+	in := testkit.Lookup("110002687818")
+	in.SetExtension(events.ExtTraceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	e.publish(in)
+	out := e.outputFor(in.ID())
+
+	want, err := e.client.QueryRefund(context.Background(), "110002687818")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out.Data()) != string(want.Data) {
+		t.Errorf("refund.updated data differs from PandaPon's data:\n got %s\nwant %s", out.Data(), want.Data)
+	}
+	if !strings.Contains(string(out.Data()), `"payOrderId":"3582133814705377121"`) {
+		t.Errorf("19-digit payOrderId lost: %s", out.Data())
+	}
+	checks := map[string][2]string{
+		"type":            {out.Type(), events.TypeRefundUpdated},
+		"source":          {out.Source(), handlers.DefaultSource},
+		"subject":         {out.Subject(), "110002687818"},
+		"id":              {out.ID(), events.OutputID(in.Source(), in.ID())},
+		"causationid":     {fmt.Sprint(out.Extensions()[events.ExtCausationID]), in.ID()},
+		"traceparent":     {fmt.Sprint(out.Extensions()[events.ExtTraceparent]), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		"datacontenttype": {out.DataContentType(), "application/json"},
+	}
+	for name, c := range checks {
+		if c[0] != c[1] {
+			t.Errorf("output %s = %q, want %q", name, c[0], c[1])
+		}
+	}
+	msg := e.outputs.Msgs()[0]
+	if got := msg.Headers().Get(jetstream.MsgIDHeader); got != out.ID() {
+		t.Errorf("Nats-Msg-Id %q, want the event id %q", got, out.ID())
+	}
+	if msg.Subject() != "pandapon.refund.updated" {
+		t.Errorf("output subject %s", msg.Subject())
+	}
+	e.settled()
+}
+
+func TestStructuredModeInputIsAccepted(t *testing.T) {
+	e := start(t)
+	in := testkit.Lookup("110000303674")
+	payload, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg("pandapon.refund.lookup.requested")
+	msg.Header.Set("Content-Type", "application/cloudevents+json; charset=utf-8")
+	msg.Data = payload
+	testkit.PublishMsg(t, e.js, msg)
+	out := e.outputFor(in.ID())
+	if v := refundView(t, out); v.RefundID != "110000303674" {
+		t.Errorf("refund %s, want 110000303674", v.RefundID)
+	}
+}
+
+func TestReturnShippedSubmitsOnceEvenWhenRepeated(t *testing.T) {
+	e := start(t)
+	refund := sandbox.GeneratedRefundID(7)
+	first := testkit.ReturnShipped(refund, "SF", "SF1234567890")
+	e.publish(first)
+	out := e.outputFor(first.ID())
+	v := refundView(t, out)
+	if v.RefundStatus.Value != 30 || v.LogisticsNo != "SF1234567890" {
+		t.Errorf("after return.shipped: status %d logisticsNo %q, want 30 and SF1234567890", v.RefundStatus.Value, v.LogisticsNo)
+	}
+
+	// The same parcel reported again, by a new event: answered with the
+	// current state, without a second submission.
+	again := testkit.ReturnShipped(refund, "SF", "SF1234567890")
+	e.publish(again)
+	out2 := e.outputFor(again.ID())
+	if v := refundView(t, out2); v.RefundStatus.Value != 30 || v.LogisticsNo != "SF1234567890" {
+		t.Errorf("repeat answered with status %d logisticsNo %q", v.RefundStatus.Value, v.LogisticsNo)
+	}
+	st := e.sb.Stats()
+	if st.AcceptedSubmissions != 1 || st.Requests[sandbox.PathSubmitLogistics] != 1 {
+		t.Errorf("sandbox accepted %d submissions of %d requests; want exactly 1 of 1", st.AcceptedSubmissions, st.Requests[sandbox.PathSubmitLogistics])
+	}
+	if rs, _ := e.sb.Refund(refund); rs.LogisticsSubmissions != 1 {
+		t.Errorf("refund %s holds %d submissions", refund, rs.LogisticsSubmissions)
+	}
+	e.settled()
+}
+
+func TestRedeliveredReturnShippedYieldsOneOutputAndOneSubmission(t *testing.T) {
+	e := start(t)
+	refund := sandbox.GeneratedRefundID(8)
+	in := testkit.ReturnShipped(refund, "YTO", "YT000111")
+	e.publish(in)
+	e.outputFor(in.ID())
+	e.settled()
+
+	// Deliver the very same event again, as a redelivery after a lost ack
+	// would (the input stream would drop it by Nats-Msg-Id, so strip it).
+	msg, err := events.EncodeNATS("pandapon.return.shipped", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg.Header.Del(jetstream.MsgIDHeader)
+	testkit.PublishMsg(t, e.js, msg)
+	e.settled()
+
+	if n := len(e.outputs.Msgs()); n != 1 {
+		t.Errorf("%d outputs stored for one event delivered twice, want 1 (same output id, deduplicated)", n)
+	}
+	if st := e.sb.Stats(); st.AcceptedSubmissions != 1 || st.Requests[sandbox.PathSubmitLogistics] != 1 {
+		t.Errorf("submissions accepted %d, requested %d; want 1 and 1", st.AcceptedSubmissions, st.Requests[sandbox.PathSubmitLogistics])
+	}
+}
+
+func TestBusinessErrorPublishesRequestFailedWithoutRetry(t *testing.T) {
+	e := start(t)
+	in := testkit.Lookup("999999999999")
+	e.publish(in)
+	out := e.outputFor(in.ID())
+	if out.Type() != events.TypeRefundRequestFailed {
+		t.Fatalf("output type %s, want refund.request.failed", out.Type())
+	}
+	var f struct {
+		RefundID, RequestType, Msg, Reason string
+		Code                               json.Number
+		RequestID                          *string
+	}
+	if err := json.Unmarshal(out.Data(), &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.RefundID != "999999999999" || f.RequestType != events.TypeRefundLookupRequested || f.Code != "404" || f.Msg == "" || f.Reason == "" {
+		t.Errorf("refund.request.failed data %s", out.Data())
+	}
+	if msgs := e.outputs.Msgs(); msgs[0].Subject() != "pandapon.refund.request.failed" {
+		t.Errorf("published on %s", msgs[0].Subject())
+	}
+	e.settled()
+	if n := e.sb.Stats().Requests[sandbox.PathQuery]; n != 1 {
+		t.Errorf("PandaPon was asked %d times; a business error must not be retried", n)
+	}
+}
+
+func TestTransientFailuresAreRetriedUntilTheySucceed(t *testing.T) {
+	e := start(t)
+	refund := sandbox.GeneratedRefundID(3)
+	e.sb.SetRefundFaults(refund, sandbox.Faults{ServerErrorRate: 1})
+	in := testkit.Lookup(refund)
+	e.publish(in)
+	// Client retries (2 attempts) and pipeline redeliveries both happen.
+	testkit.Eventually(t, 10*time.Second, func() bool { return e.sb.Stats().FaultsInjected["server_error"] >= 4 },
+		"PandaPon to be asked repeatedly while failing")
+	if len(e.outputs.Msgs()) != 0 {
+		t.Fatal("an output was published while PandaPon was failing")
+	}
+	e.sb.SetRefundFaults(refund, sandbox.Faults{})
+	out := e.outputFor(in.ID())
+	if out.Type() != events.TypeRefundUpdated {
+		t.Errorf("output %s, want refund.updated", out.Type())
+	}
+	e.settled()
+	if n := len(e.dlq.Msgs()); n != 0 {
+		t.Errorf("%d dead letters for a failure that cleared", n)
+	}
+}
+
+func TestTransientFailureDeadLettersAfterMaxDeliveries(t *testing.T) {
+	e := start(t, func(p *pipeline.Config, _ *sandbox.Options, _ *pandapon.Config) { p.MaxDeliveries = 3 })
+	refund := sandbox.GeneratedRefundID(4)
+	e.sb.SetRefundFaults(refund, sandbox.Faults{ServerErrorRate: 1})
+	in := testkit.Lookup(refund)
+	e.publish(in)
+	dl := e.dlq.WaitN(t, 1, 15*time.Second)[0]
+	if got := dl.Headers().Get(pipeline.HeaderDLQDeliveries); got != "3" {
+		t.Errorf("%s = %q, want 3", pipeline.HeaderDLQDeliveries, got)
+	}
+	if reason := dl.Headers().Get(pipeline.HeaderDLQReason); !strings.Contains(reason, "delivery 3 of 3") || !strings.Contains(reason, "503") {
+		t.Errorf("reason %q should say it failed on the last delivery with HTTP 503", reason)
+	}
+	if dl.Subject() != "pandapon.dlq.refund.lookup.requested" {
+		t.Errorf("dead letter on %s", dl.Subject())
+	}
+	e.settled()
+	if n := len(e.outputs.Msgs()); n != 0 {
+		t.Errorf("%d outputs for an input that never succeeded", n)
+	}
+}
+
+func TestInvalidInputsAreDeadLetteredAtOnceAndDoNotBlock(t *testing.T) {
+	e := start(t)
+	mk := func(subject string, header nats.Header, data string) *nats.Msg {
+		m := nats.NewMsg(subject)
+		for k, v := range header {
+			m.Header[k] = v
+		}
+		m.Data = []byte(data)
+		return m
+	}
+	binary := func(typ, id string) nats.Header {
+		return nats.Header{"ce-specversion": {"1.0"}, "ce-id": {id}, "ce-source": {"erp"}, "ce-type": {typ}, "Content-Type": {"application/json"}, "X-Erp-Batch": {"42"}}
+	}
+	tests := []struct {
+		name, subject, reasonHas string
+		msg                      *nats.Msg
+	}{
+		{"not a CloudEvent", "pandapon.refund.lookup.requested", "not a CloudEvent",
+			mk("pandapon.refund.lookup.requested", nats.Header{"X-Erp-Batch": {"42"}}, `{"refundId":"110002687818"}`)},
+		{"unknown type", "pandapon.refund.lookup.requested", "refund.deleted",
+			mk("pandapon.refund.lookup.requested", binary("refund.deleted", "bad-1"), `{"refundId":"1"}`)},
+		{"missing logisticsNo", "pandapon.return.shipped", "data.logisticsNo",
+			mk("pandapon.return.shipped", binary("return.shipped", "bad-2"), `{"refundId":"1","logisticsCompanyCode":"SF","buyerPhone":"1"}`)},
+		{"fractional refundId", "pandapon.refund.lookup.requested", "data.refundId",
+			mk("pandapon.refund.lookup.requested", binary("refund.lookup.requested", "bad-3"), `{"refundId":1.5}`)},
+		{"data not JSON", "pandapon.refund.lookup.requested", "data",
+			mk("pandapon.refund.lookup.requested", binary("refund.lookup.requested", "bad-4"), `refundId=1`)},
+		{"broken structured event", "pandapon.refund.lookup.requested", "",
+			mk("pandapon.refund.lookup.requested", nats.Header{"Content-Type": {"application/cloudevents+json"}}, `{"specversion":"1.0","id":`)},
+	}
+	for _, tc := range tests {
+		testkit.PublishMsg(t, e.js, tc.msg)
+	}
+	valid := testkit.Lookup("110002687818")
+	e.publish(valid)
+	e.outputFor(valid.ID())
+
+	// Invalid inputs have no refund to order them by, so they are
+	// dead-lettered concurrently: match them by their input sequence.
+	bySeq := map[string]jetstream.Msg{}
+	for _, dl := range e.dlq.WaitN(t, len(tests), 10*time.Second) {
+		bySeq[dl.Headers().Get(pipeline.HeaderDLQStreamSeq)] = dl
+	}
+	if len(bySeq) != len(tests) {
+		t.Fatalf("%d dead letters, want %d", len(bySeq), len(tests))
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dl, ok := bySeq[fmt.Sprint(i+1)]
+			if !ok {
+				t.Fatalf("no dead letter for input sequence %d", i+1)
+			}
+			if want := strings.Replace(tc.subject, "pandapon.", "pandapon.dlq.", 1); dl.Subject() != want {
+				t.Errorf("dead letter subject %s, want %s", dl.Subject(), want)
+			}
+			if string(dl.Data()) != string(tc.msg.Data) {
+				t.Errorf("payload changed: %q, want %q", dl.Data(), tc.msg.Data)
+			}
+			for k, v := range tc.msg.Header {
+				if !slices.Equal(dl.Headers()[k], v) {
+					t.Errorf("header %s = %q, want the original %q", k, dl.Headers()[k], v)
+				}
+			}
+			reason := dl.Headers().Get(pipeline.HeaderDLQReason)
+			if reason == "" || !strings.Contains(reason, tc.reasonHas) {
+				t.Errorf("reason %q should mention %q", reason, tc.reasonHas)
+			}
+			if got := dl.Headers().Get(pipeline.HeaderDLQDeliveries); got != "1" {
+				t.Errorf("deliveries %q, want 1 (dead-lettered at once)", got)
+			}
+		})
+	}
+	e.settled()
+	if n := len(e.outputs.Msgs()); n != 1 {
+		t.Errorf("%d outputs, want 1: invalid inputs publish nothing", n)
+	}
+}
+
+// recordingHandler wraps the real handler to observe concurrency.
+type recordingHandler struct {
+	next     pipeline.Handler
+	jitter   bool
+	mu       sync.Mutex
+	running  map[string]int
+	overlaps []string
+	order    map[string][]string // refund -> event ids in handling order
+	inflight atomic.Int64
+	peak     atomic.Int64
+}
+
+func (h *recordingHandler) Handle(ctx context.Context, in events.Input) ([]handlers.Output, error) {
+	id := in.RefundID()
+	h.mu.Lock()
+	h.running[id]++
+	if h.running[id] > 1 {
+		h.overlaps = append(h.overlaps, id)
+	}
+	h.order[id] = append(h.order[id], in.Event.ID())
+	h.mu.Unlock()
+	n := h.inflight.Add(1)
+	for p := h.peak.Load(); n > p && !h.peak.CompareAndSwap(p, n); p = h.peak.Load() {
+	}
+	if h.jitter {
+		time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond) // shuffles completion order
+	}
+	defer func() {
+		h.inflight.Add(-1)
+		h.mu.Lock()
+		h.running[id]--
+		h.mu.Unlock()
+	}()
+	return h.next.Handle(ctx, in)
+}
+
+func newRecordingHandler(e *env, jitter bool) *recordingHandler {
+	return &recordingHandler{
+		next:    &handlers.Handler{PandaPon: e.client, Subjects: e.topo.Subjects},
+		jitter:  jitter,
+		running: map[string]int{}, order: map[string][]string{},
+	}
+}
+
+func TestEventsOfOneRefundRunOneAtATimeInArrivalOrder(t *testing.T) {
+	e := start(t)
+	e.stop() // replace the default pipeline with an observed one
+	h := newRecordingHandler(e, true)
+	refunds := []string{"110002687818", sandbox.GeneratedRefundID(1), sandbox.GeneratedRefundID(2)}
+	published := map[string][]string{}
+	for i := range 60 {
+		r := refunds[i%len(refunds)]
+		in := testkit.Lookup(r)
+		e.publish(in)
+		published[r] = append(published[r], in.ID())
+	}
+	e.run(h, pipeline.Config{Topology: e.topo, Concurrency: 16})
+	e.outputs.WaitN(t, 60, 20*time.Second)
+	e.settled()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.overlaps) > 0 {
+		t.Errorf("events of one refund ran concurrently for refunds %v", h.overlaps)
+	}
+	for _, r := range refunds {
+		if !slices.Equal(h.order[r], published[r]) {
+			t.Errorf("refund %s handled in order %v, published %v", r, h.order[r], published[r])
+		}
+	}
+	// Outputs of one refund are stored in the order handled.
+	got := map[string][]string{}
+	for _, o := range e.outputs.Events(t) {
+		got[o.Subject()] = append(got[o.Subject()], fmt.Sprint(o.Extensions()[events.ExtCausationID]))
+	}
+	for _, r := range refunds {
+		if !slices.Equal(got[r], published[r]) {
+			t.Errorf("outputs of refund %s in order %v, want %v", r, got[r], published[r])
+		}
+	}
+}
+
+func TestSlowPandaPonDoesNotSerialiseDifferentRefunds(t *testing.T) {
+	e := start(t, func(_ *pipeline.Config, s *sandbox.Options, _ *pandapon.Config) {
+		s.Faults = sandbox.Faults{Latency: 100 * time.Millisecond}
+	})
+	e.stop()
+	h := newRecordingHandler(e, false)
+	const n, concurrency = 64, 32
+	for i := range n {
+		e.publish(testkit.Lookup(sandbox.GeneratedRefundID(i)))
+	}
+	e.run(h, pipeline.Config{Topology: e.topo, Concurrency: concurrency})
+	e.outputs.WaitN(t, n, 30*time.Second)
+	if p := h.peak.Load(); p < concurrency/2 {
+		t.Errorf("at most %d handlers ran at once with a 100 ms PandaPon and concurrency %d: the stream is serialised", p, concurrency)
+	}
+	if p := h.peak.Load(); p > concurrency {
+		t.Errorf("%d handlers ran at once, above the limit %d", p, concurrency)
+	}
+}
+
+func TestShutdownMidLoadLosesNothing(t *testing.T) {
+	e := start(t, func(p *pipeline.Config, s *sandbox.Options, _ *pandapon.Config) {
+		s.Faults = sandbox.Faults{Latency: 20 * time.Millisecond}
+		p.Concurrency = 8
+		p.AckWait = 2 * time.Minute
+	})
+	const n = 200
+	ids := map[string]bool{}
+	for i := range n {
+		in := testkit.Lookup(sandbox.GeneratedRefundID(i % 150))
+		ids[in.ID()] = true
+		e.publish(in)
+	}
+	e.outputs.WaitN(t, n/4, 20*time.Second)
+	e.stop() // graceful shutdown mid-load
+	stoppedAt := len(e.outputs.Msgs())
+	if stoppedAt >= n {
+		t.Skipf("all %d inputs were done before shutdown; nothing to test on this machine", n)
+	}
+	// A new process picks up the rest. Inputs the first one held were
+	// handed back (Nak), so they come at once, long before the 2-minute ack
+	// wait would have released them.
+	e.run(&handlers.Handler{PandaPon: e.client, Subjects: e.topo.Subjects}, pipeline.Config{Topology: e.topo, Concurrency: 8, AckWait: 2 * time.Minute})
+	e.outputs.WaitN(t, n, time.Minute)
+	e.settled()
+	seen := map[string]int{}
+	for _, o := range e.outputs.Events(t) {
+		seen[fmt.Sprint(o.Extensions()[events.ExtCausationID])]++
+	}
+	var lost, dup int
+	for id := range ids {
+		switch seen[id] {
+		case 0:
+			lost++
+		case 1:
+		default:
+			dup++
+		}
+	}
+	t.Logf("inputs %d, outputs %d (%d before shutdown), lost %d, duplicates %d", n, len(e.outputs.Msgs()), stoppedAt, lost, dup)
+	if lost != 0 || dup != 0 || len(seen) != n {
+		t.Errorf("lost %d, duplicated %d of %d inputs across a graceful restart", lost, dup, n)
+	}
+}
+
+func TestPanickingHandlerDoesNotKillTheConsumer(t *testing.T) {
+	e := start(t, func(p *pipeline.Config, _ *sandbox.Options, _ *pandapon.Config) { p.MaxDeliveries = 2 })
+	e.stop()
+	h := &panicky{next: &handlers.Handler{PandaPon: e.client, Subjects: e.topo.Subjects}, refund: "110000303674"}
+	e.run(h, pipeline.Config{Topology: e.topo, MaxDeliveries: 2, BackoffMin: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond})
+	bad := testkit.Lookup("110000303674")
+	good := testkit.Lookup("110002687818")
+	e.publish(bad)
+	e.publish(good)
+	e.outputFor(good.ID())
+	dl := e.dlq.WaitN(t, 1, 10*time.Second)[0]
+	if r := dl.Headers().Get(pipeline.HeaderDLQReason); !strings.Contains(r, "panicked") {
+		t.Errorf("reason %q should say the handler panicked", r)
+	}
+}
+
+type panicky struct {
+	next   pipeline.Handler
+	refund string
+}
+
+func (p *panicky) Handle(ctx context.Context, in events.Input) ([]handlers.Output, error) {
+	if in.RefundID() == p.refund {
+		panic("boom")
+	}
+	return p.next.Handle(ctx, in)
+}
