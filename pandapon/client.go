@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 )
 
@@ -78,6 +81,15 @@ type Config struct {
 	Transport http.RoundTripper
 	// Now is the clock used for timestamps (default time.Now).
 	Now func() time.Time
+
+	// Breaker configures the circuit breaker (disabled when its
+	// ConsecutiveFailures is 0).
+	Breaker BreakerConfig
+	// Observer receives metrics of every call (nil: none).
+	Observer Observer
+	// TracerProvider creates a client span per call, with a "retry" event
+	// per retry (nil: no tracing, no cost).
+	TracerProvider trace.TracerProvider
 }
 
 // Validate reports the first invalid field of c, naming it.
@@ -149,6 +161,9 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Breaker.OpenTimeout <= 0 {
+		c.Breaker.OpenTimeout = 30 * time.Second
+	}
 	if c.Transport == nil {
 		c.Transport = &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
@@ -168,9 +183,11 @@ func (c *Config) setDefaults() {
 // and concurrency, and decodes the envelope into typed errors. A Client is
 // safe for concurrent use; share one per process so the limits are shared.
 type Client struct {
-	cfg  Config
-	http *retryablehttp.Client
-	lim  *limitedTransport
+	cfg     Config
+	http    *retryablehttp.Client
+	lim     *limitedTransport
+	tracer  trace.Tracer
+	breaker *gobreaker.CircuitBreaker[*Response]
 }
 
 // New returns a Client for cfg, or an error naming the invalid field.
@@ -180,7 +197,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	cfg.setDefaults()
 	lim := newLimitedTransport(cfg)
-	c := &Client{cfg: cfg, lim: lim}
+	c := &Client{cfg: cfg, lim: lim, tracer: tracerOf(cfg.TracerProvider), breaker: newBreaker(cfg.Breaker, cfg.Observer)}
 	c.http = &retryablehttp.Client{
 		// No http.Client.Timeout: limitedTransport times each attempt from
 		// when it has passed the limiter, so queueing is not a timeout.
@@ -194,8 +211,16 @@ func New(cfg Config) (*Client, error) {
 		ErrorHandler: retryablehttp.PassthroughErrorHandler,
 		PrepareRetry: c.prepareRetry,
 		RequestLogHook: func(_ retryablehttp.Logger, req *http.Request, attempt int) {
-			if st := stateFrom(req.Context()); st != nil {
-				st.attempts = attempt + 1
+			st := stateFrom(req.Context())
+			if st == nil {
+				return
+			}
+			st.attempts = attempt + 1
+			if attempt > 0 {
+				retryEvent(req.Context(), attempt)
+				if cfg.Observer != nil {
+					cfg.Observer.Retried(st.endpoint, st.lastFailure)
+				}
 			}
 		},
 	}
@@ -220,8 +245,9 @@ func (e Endpoint) String() string { return e.Method + " " + e.Path }
 // callState travels in the request context so that the shared retry
 // policies know about the call they are deciding for.
 type callState struct {
-	endpoint Endpoint
-	attempts int
+	endpoint    Endpoint
+	attempts    int
+	lastFailure string // outcome of the attempt that is being retried
 }
 
 type callStateKey struct{}
@@ -247,9 +273,35 @@ type Response struct {
 // Call performs one operation: pathSuffix is appended to ep.Path, query is
 // encoded into the URL, and body (if non-nil) is sent as JSON. It returns the
 // success response, or an *APIError (business error, not retried), a
-// *TransientError (retries used up, or ctx ended), or a *ResponseError
-// (unusable answer). The secret appears in none of them.
+// *TransientError (retries used up, ctx ended, or the circuit breaker open:
+// then it wraps ErrCircuitOpen), or a *ResponseError (unusable answer). The
+// secret appears in none of them.
 func (c *Client) Call(ctx context.Context, ep Endpoint, pathSuffix string, query url.Values, body any) (*Response, error) {
+	start := time.Now()
+	ctx, span := c.tracer.Start(ctx, "PandaPon "+ep.String(), trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("http.request.method", ep.Method), attribute.String("url.path", ep.Path)))
+	st := &callState{endpoint: ep}
+	ctx = context.WithValue(ctx, callStateKey{}, st)
+	var resp *Response
+	var err error
+	if c.breaker == nil {
+		resp, err = c.call(ctx, st, pathSuffix, query, body)
+	} else {
+		resp, err = c.breaker.Execute(func() (*Response, error) { return c.call(ctx, st, pathSuffix, query, body) })
+		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+			err = &TransientError{Endpoint: ep.String(), RetryAfter: c.cfg.Breaker.OpenTimeout, Err: ErrCircuitOpen}
+		}
+	}
+	outcome, code := outcomeOf(err)
+	if c.cfg.Observer != nil {
+		c.cfg.Observer.CallDone(ep, outcome, code, time.Since(start), st.attempts)
+	}
+	endSpan(span, outcome, st.attempts, err)
+	return resp, err
+}
+
+func (c *Client) call(ctx context.Context, st *callState, pathSuffix string, query url.Values, body any) (*Response, error) {
+	ep := st.endpoint
 	var payload []byte
 	if body != nil {
 		var err error
@@ -261,8 +313,6 @@ func (c *Client) Call(ctx context.Context, ep Endpoint, pathSuffix string, query
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
-	st := &callState{endpoint: ep}
-	ctx = context.WithValue(ctx, callStateKey{}, st)
 	var rawBody any
 	if payload != nil {
 		rawBody = payload
@@ -340,10 +390,19 @@ func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error)
 	st := stateFrom(ctx)
 	retrySafe := st == nil || st.endpoint.RetrySafe
 	if err != nil {
+		if st != nil {
+			st.lastFailure = OutcomeNetwork
+			if errors.Is(err, errAttemptTimeout) {
+				st.lastFailure = OutcomeTimeout
+			}
+		}
 		if retrySafe || isConnRefused(err) {
 			return true, nil
 		}
 		return false, nil
+	}
+	if st != nil {
+		st.lastFailure = statusOutcome(resp.StatusCode)
 	}
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests:
@@ -436,6 +495,7 @@ type limitedTransport struct {
 	limiter        *rate.Limiter
 	slots          chan struct{}
 	attemptTimeout time.Duration
+	observer       Observer
 }
 
 func newLimitedTransport(cfg Config) *limitedTransport {
@@ -448,6 +508,7 @@ func newLimitedTransport(cfg Config) *limitedTransport {
 		limiter:        lim,
 		slots:          make(chan struct{}, cfg.MaxConcurrent),
 		attemptTimeout: cfg.AttemptTimeout,
+		observer:       cfg.Observer,
 	}
 }
 
@@ -456,8 +517,12 @@ var errAttemptTimeout = errors.New("attempt timed out")
 
 func (t *limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
+	waitStart := time.Now()
 	if err := t.limiter.Wait(ctx); err != nil {
 		return nil, fmt.Errorf("waiting for the rate limiter: %w", err)
+	}
+	if t.observer != nil {
+		t.observer.LimiterWaited(time.Since(waitStart))
 	}
 	select {
 	case t.slots <- struct{}{}:

@@ -1,0 +1,161 @@
+package pandapon
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+)
+
+// Outcomes of a call, as reported to an Observer and recorded on spans.
+const (
+	OutcomeSuccess       = "success"
+	OutcomeBusinessError = "business_error"
+	OutcomeRateLimited   = "http_429"  // transient: HTTP 429
+	OutcomeServerError   = "http_5xx"  // transient: HTTP 5xx
+	OutcomeTimeout       = "timeout"   // transient: attempt timeout or caller deadline
+	OutcomeNetwork       = "network"   // transient: no HTTP answer
+	OutcomeMalformed     = "malformed" // transient: not an envelope
+	OutcomeCircuitOpen   = "circuit_open"
+	OutcomeCanceled      = "canceled" // the caller gave up (shutdown)
+)
+
+// Observer receives measurements of a Client's work. Implementations must be
+// safe for concurrent use and cheap: they run on the request path. A nil
+// Observer in Config records nothing.
+type Observer interface {
+	// CallDone reports a finished call: its outcome (one of the Outcome
+	// constants), PandaPon's business code for OutcomeBusinessError (else
+	// 0), its duration including retries, and the HTTP attempts it made.
+	CallDone(ep Endpoint, outcome string, code int64, d time.Duration, attempts int)
+	// Retried reports a retry about to be sent, with the reason the previous
+	// attempt failed (an Outcome constant).
+	Retried(ep Endpoint, reason string)
+	// LimiterWaited reports how long one attempt waited for the rate
+	// limiter's token.
+	LimiterWaited(d time.Duration)
+	// CircuitChanged reports a state change of the circuit breaker:
+	// "closed", "half-open" or "open".
+	CircuitChanged(from, to string)
+}
+
+// ErrCircuitOpen is the cause of a TransientError returned without calling
+// PandaPon because the circuit breaker is open (or half-open and already
+// probing). Its RetryAfter says when the breaker lets a probe through.
+var ErrCircuitOpen = errors.New("circuit breaker open: PandaPon is failing, not calling it")
+
+// BreakerConfig configures the circuit breaker around PandaPon. It opens
+// after ConsecutiveFailures transient failures in a row (business errors are
+// answers, not failures), refuses calls for OpenTimeout, then lets
+// HalfOpenRequests probes through: if they succeed it closes, if one fails
+// it opens again. ConsecutiveFailures 0 disables the breaker.
+type BreakerConfig struct {
+	ConsecutiveFailures uint32
+	OpenTimeout         time.Duration // default 30 s
+	HalfOpenRequests    uint32        // default 1
+}
+
+func newBreaker(cfg BreakerConfig, obs Observer) *gobreaker.CircuitBreaker[*Response] {
+	if cfg.ConsecutiveFailures == 0 {
+		return nil
+	}
+	return gobreaker.NewCircuitBreaker[*Response](gobreaker.Settings{
+		Name:        "pandapon",
+		MaxRequests: max(cfg.HalfOpenRequests, 1),
+		Timeout:     cfg.OpenTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.ConsecutiveFailures },
+		IsSuccessful: func(err error) bool {
+			// Only transient failures say PandaPon is unwell.
+			return err == nil || !errors.Is(err, ErrTransient)
+		},
+		IsExcluded: func(err error) bool {
+			// The caller giving up (shutdown) says nothing about PandaPon.
+			return errors.Is(err, context.Canceled)
+		},
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			if obs != nil {
+				obs.CircuitChanged(from.String(), to.String())
+			}
+		},
+	})
+}
+
+// outcomeOf classifies a call's result.
+func outcomeOf(err error) (outcome string, code int64) {
+	if err == nil {
+		return OutcomeSuccess, 0
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return OutcomeBusinessError, ae.Code
+	}
+	var re *ResponseError
+	if errors.As(err, &re) {
+		return OutcomeMalformed, 0
+	}
+	switch {
+	case errors.Is(err, ErrCircuitOpen):
+		return OutcomeCircuitOpen, 0
+	case errors.Is(err, context.Canceled):
+		return OutcomeCanceled, 0
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, errAttemptTimeout):
+		return OutcomeTimeout, 0
+	}
+	var te *TransientError
+	if errors.As(err, &te) {
+		return statusOutcome(te.HTTPStatus), 0
+	}
+	return OutcomeNetwork, 0
+}
+
+// statusOutcome names a transient HTTP status, or a network failure (0).
+func statusOutcome(status int) string {
+	switch {
+	case status == 429:
+		return OutcomeRateLimited
+	case status >= 500:
+		return OutcomeServerError
+	}
+	return OutcomeNetwork
+}
+
+// tracerOf returns the tracer of tp, or a no-op one.
+func tracerOf(tp trace.TracerProvider) trace.Tracer {
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	return tp.Tracer("github.com/pandabridge/pandabridge/pandapon")
+}
+
+// endSpan records the call's outcome on its span and ends it.
+func endSpan(span trace.Span, outcome string, attempts int, err error) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
+	span.SetAttributes(
+		attribute.String("pandapon.outcome", outcome),
+		attribute.Int("pandapon.attempts", attempts),
+	)
+	var ae *APIError
+	if errors.As(err, &ae) {
+		span.SetAttributes(attribute.Int64("pandapon.code", ae.Code), attribute.String("pandapon.request_id", ae.RequestID.Value))
+	}
+	if err != nil && outcome != OutcomeBusinessError {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
+
+// retryEvent adds a "retry" event to the call's span.
+func retryEvent(ctx context.Context, attempt int) {
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent("retry", trace.WithAttributes(attribute.String("attempt", strconv.Itoa(attempt+1))))
+	}
+}

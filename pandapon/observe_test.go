@@ -1,0 +1,161 @@
+package pandapon
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+)
+
+type recordedCall struct {
+	ep       string
+	outcome  string
+	code     int64
+	attempts int
+}
+
+type fakeObserver struct {
+	mu       sync.Mutex
+	calls    []recordedCall
+	retries  []string
+	waits    int
+	circuits []string
+}
+
+func (o *fakeObserver) CallDone(ep Endpoint, outcome string, code int64, _ time.Duration, attempts int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.calls = append(o.calls, recordedCall{ep.String(), outcome, code, attempts})
+}
+func (o *fakeObserver) Retried(_ Endpoint, reason string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.retries = append(o.retries, reason)
+}
+func (o *fakeObserver) LimiterWaited(time.Duration) { o.mu.Lock(); o.waits++; o.mu.Unlock() }
+func (o *fakeObserver) CircuitChanged(from, to string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.circuits = append(o.circuits, from+"->"+to)
+}
+
+func TestObserverSeesOutcomesRetriesAndLimiterWaits(t *testing.T) {
+	obs := &fakeObserver{}
+	rs := newRecordingServer(t,
+		reply{status: 503}, reply{status: 429}, reply{status: 200, body: okQuery}, // call 1: two retries
+		reply{status: 200, body: `{"code":404,"msg":"refund 9 not found","requestId":"r-1"}`}, // call 2
+	)
+	c := newTestClient(t, rs.URL, func(c *Config) { c.Observer = obs })
+	if _, err := c.QueryRefund(context.Background(), "1"); err != nil {
+		t.Fatal(err)
+	}
+	var ae *APIError
+	if _, err := c.QueryRefund(context.Background(), "9"); !errors.As(err, &ae) {
+		t.Fatalf("second call: %v", err)
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	want := []recordedCall{
+		{"GET /open/order/refund/query", OutcomeSuccess, 0, 3},
+		{"GET /open/order/refund/query", OutcomeBusinessError, 404, 1},
+	}
+	if len(obs.calls) != 2 || obs.calls[0] != want[0] || obs.calls[1] != want[1] {
+		t.Errorf("calls %+v, want %+v", obs.calls, want)
+	}
+	if len(obs.retries) != 2 || obs.retries[0] != OutcomeServerError || obs.retries[1] != OutcomeRateLimited {
+		t.Errorf("retries %v, want [http_5xx http_429]", obs.retries)
+	}
+	if obs.waits != 4 {
+		t.Errorf("limiter consulted %d times, want once per attempt (4)", obs.waits)
+	}
+}
+
+func TestCircuitBreakerOpensOnTransientFailuresOnly(t *testing.T) {
+	obs := &fakeObserver{}
+	rs := newRecordingServer(t, reply{status: 503})
+	c := newTestClient(t, rs.URL, func(c *Config) {
+		c.MaxRetries = -1
+		c.Observer = obs
+		c.Breaker = BreakerConfig{ConsecutiveFailures: 3, OpenTimeout: time.Hour}
+	})
+	for range 3 {
+		if _, err := c.QueryRefund(context.Background(), "1"); errors.Is(err, ErrCircuitOpen) {
+			t.Fatal("breaker open before 3 failures")
+		}
+	}
+	for range 5 {
+		_, err := c.QueryRefund(context.Background(), "1")
+		var te *TransientError
+		if !errors.Is(err, ErrCircuitOpen) || !errors.As(err, &te) || te.RetryAfter != time.Hour {
+			t.Fatalf("err = %v, want a TransientError wrapping ErrCircuitOpen with RetryAfter 1h", err)
+		}
+	}
+	if n := len(rs.seen()); n != 3 {
+		t.Errorf("PandaPon received %d requests; an open breaker must not call it (want 3)", n)
+	}
+	if len(obs.circuits) != 1 || obs.circuits[0] != "closed->open" {
+		t.Errorf("circuit changes %v", obs.circuits)
+	}
+
+	business := newRecordingServer(t, reply{status: 200, body: `{"code":404,"msg":"nope"}`})
+	c2 := newTestClient(t, business.URL, func(c *Config) { c.Breaker = BreakerConfig{ConsecutiveFailures: 2, OpenTimeout: time.Hour} })
+	for range 5 {
+		if _, err := c2.QueryRefund(context.Background(), "1"); errors.Is(err, ErrCircuitOpen) {
+			t.Fatal("business errors opened the breaker: they are answers, not failures")
+		}
+	}
+}
+
+func TestCircuitBreakerClosesAfterSuccessfulProbe(t *testing.T) {
+	rs := newRecordingServer(t, reply{status: 503}, reply{status: 503}, reply{status: 200, body: okQuery})
+	c := newTestClient(t, rs.URL, func(c *Config) {
+		c.MaxRetries = -1
+		c.Breaker = BreakerConfig{ConsecutiveFailures: 2, OpenTimeout: 50 * time.Millisecond}
+	})
+	for range 2 {
+		c.QueryRefund(context.Background(), "1")
+	}
+	if _, err := c.QueryRefund(context.Background(), "1"); !errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("want open breaker, got %v", err)
+	}
+	// After the open timeout one probe goes through, succeeds, and closes it.
+	waitFor(t, "a probe to succeed", func() bool {
+		_, err := c.QueryRefund(context.Background(), "1")
+		return err == nil
+	})
+	if _, err := c.QueryRefund(context.Background(), "1"); err != nil {
+		t.Errorf("after a successful probe the breaker should be closed: %v", err)
+	}
+	if n := len(rs.seen()); n != 4 {
+		t.Errorf("PandaPon received %d requests, want 4 (2 failures, probe, one more)", n)
+	}
+}
+
+func TestCallSpanRecordsRetriesAndOutcome(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := trace.NewTracerProvider(trace.WithSyncer(exp))
+	rs := newRecordingServer(t, reply{status: 502}, reply{status: 200, body: okQuery})
+	c := newTestClient(t, rs.URL, func(c *Config) { c.TracerProvider = tp })
+	if _, err := c.QueryRefund(context.Background(), "1"); err != nil {
+		t.Fatal(err)
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 1 || spans[0].Name != "PandaPon GET /open/order/refund/query" {
+		t.Fatalf("spans %v", spans)
+	}
+	s := spans[0]
+	if len(s.Events) != 1 || s.Events[0].Name != "retry" {
+		t.Errorf("span events %v, want one retry", s.Events)
+	}
+	attrs := map[string]string{}
+	for _, a := range s.Attributes {
+		attrs[string(a.Key)] = a.Value.Emit()
+	}
+	if attrs["pandapon.outcome"] != "success" || attrs["pandapon.attempts"] != "2" {
+		t.Errorf("span attributes %v", attrs)
+	}
+}
