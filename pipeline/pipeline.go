@@ -24,6 +24,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,6 +38,11 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/pandabridge/pandabridge/events"
 	"github.com/pandabridge/pandabridge/handlers"
@@ -100,6 +106,9 @@ type Config struct {
 	Metrics      *Metrics
 	// OnPublished, if set, is called after each output is stored.
 	OnPublished func(subject string, e event.Event)
+	// TracerProvider traces each handling as a consumer span continuing the
+	// input's traceparent (nil: no tracing, no cost).
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {
@@ -133,6 +142,9 @@ func (c *Config) setDefaults() {
 	if c.Metrics == nil {
 		c.Metrics = NewMetrics(nil)
 	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = noop.NewTracerProvider()
+	}
 }
 
 // Pipeline consumes the input stream with one durable pull consumer.
@@ -143,6 +155,7 @@ type Pipeline struct {
 	handler Handler
 	log     *slog.Logger
 	m       *Metrics
+	tracer  trace.Tracer
 
 	ready    atomic.Bool
 	stopping atomic.Bool
@@ -176,6 +189,7 @@ func New(nc *nats.Conn, h Handler, cfg Config) (*Pipeline, error) {
 	}
 	return &Pipeline{
 		cfg: cfg, nc: nc, js: js, handler: h, log: cfg.Logger, m: cfg.Metrics,
+		tracer:   cfg.TracerProvider.Tracer("github.com/pandabridge/pandabridge/pipeline"),
 		slots:    make(chan struct{}, cfg.Concurrency),
 		keys:     map[string][]*job{},
 		inflight: map[*job]struct{}{},
@@ -419,32 +433,63 @@ func (p *Pipeline) cancelRunning() {
 func (p *Pipeline) run(j *job) {
 	p.slots <- struct{}{}
 	defer func() { <-p.slots }()
-	outcome := p.settle(j)
+	st := p.settle(j)
 	p.mu.Lock()
 	delete(p.inflight, j)
 	p.mu.Unlock()
 	j.release()
+	took := time.Since(j.received)
 	p.m.InFlight.Dec()
-	p.m.Consumed.WithLabelValues(j.typ, outcome).Inc()
-	p.m.HandleSeconds.WithLabelValues(j.typ, outcome).Observe(time.Since(j.received).Seconds())
+	p.m.Consumed.WithLabelValues(j.typ, st.outcome).Inc()
+	p.m.HandleSeconds.WithLabelValues(j.typ, st.outcome).Observe(took.Seconds())
+	if p.log.Enabled(context.Background(), st.level) {
+		attrs := append(p.eventAttrs(j), slog.String("outcome", st.outcome), slog.Duration("duration", took))
+		p.log.LogAttrs(context.Background(), st.level, "handled", append(attrs, st.attrs...)...)
+	}
 }
 
-func (p *Pipeline) settle(j *job) string {
-	log := p.log.With("event_id", "", "event_type", j.typ)
+// eventAttrs identify the input on every log line about it.
+func (p *Pipeline) eventAttrs(j *job) []slog.Attr {
+	id := j.msg.Headers().Get(events.HeaderPrefix + "id")
+	refund := ""
 	if j.invalid == nil {
-		log = p.log.With("event_id", j.in.Event.ID(), "event_type", j.typ, "refund_id", j.in.RefundID())
+		id, refund = j.in.Event.ID(), j.in.RefundID()
 	}
+	return []slog.Attr{slog.String("event_id", id), slog.String("event_type", j.typ), slog.String("refund_id", refund),
+		slog.Int("delivery", p.deliveries(j))}
+}
+
+// settlement is how an input was settled, for its one "handled" log line.
+type settlement struct {
+	outcome string // published, retry, dead_lettered, handed_back
+	level   slog.Level
+	attrs   []slog.Attr
+}
+
+func (s settlement) with(attrs ...slog.Attr) settlement {
+	s.attrs = append(s.attrs, attrs...)
+	return s
+}
+
+var (
+	settledPublished    = settlement{outcome: "published", level: slog.LevelInfo}
+	settledRetry        = settlement{outcome: "retry", level: slog.LevelWarn}
+	settledDeadLettered = settlement{outcome: "dead_lettered", level: slog.LevelWarn}
+	settledHandedBack   = settlement{outcome: "handed_back", level: slog.LevelInfo}
+)
+
+// settle handles one input and acks, naks, or dead-letters it.
+func (p *Pipeline) settle(j *job) settlement {
 	if p.stopping.Load() {
 		_ = j.msg.Nak() // not started: hand back for another replica
-		log.Info("handed back at shutdown")
-		return "handed_back"
+		return settledHandedBack.with(slog.String("reason", "shutdown before it started"))
 	}
 	deliveries := p.deliveries(j)
 	if j.invalid != nil {
-		return p.deadLetter(log, j, "invalid", "invalid input: "+j.invalid.Error())
+		return p.deadLetter(j, "invalid", "invalid input: "+j.invalid.Error())
 	}
 	if deliveries > p.cfg.MaxDeliveries {
-		return p.deadLetter(log, j, "max_deliveries", fmt.Sprintf(
+		return p.deadLetter(j, "max_deliveries", fmt.Sprintf(
 			"delivered %d times (limit %d) without being settled; the consumer may have died while handling it", deliveries, p.cfg.MaxDeliveries))
 	}
 
@@ -460,31 +505,74 @@ func (p *Pipeline) settle(j *job) string {
 	}()
 	hctx, hcancel := context.WithTimeout(ctx, p.cfg.HandlerTimeout)
 	defer hcancel()
+	hctx, span := p.startSpan(hctx, j)
+	defer span.End()
 
 	outs, err := p.handle(hctx, j)
 	if err == nil {
-		err = p.publish(hctx, log, outs)
+		err = p.publish(hctx, j, span, outs)
 	}
 	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
 		if context.Cause(ctx) == errDrainDeadline {
 			_ = j.msg.Nak()
-			log.Warn("handed back: drain deadline reached while handling", "error", err)
-			return "handed_back"
+			return settledHandedBack.with(slog.String("reason", "drain deadline reached while handling"), slog.Any("error", err))
 		}
 		if deliveries >= p.cfg.MaxDeliveries {
-			return p.deadLetter(log, j, "max_deliveries", fmt.Sprintf(
+			return p.deadLetter(j, "max_deliveries", fmt.Sprintf(
 				"failed on delivery %d of %d: %v", deliveries, p.cfg.MaxDeliveries, err))
 		}
 		delay := p.backoff(deliveries, err)
 		_ = j.msg.NakWithDelay(delay)
-		log.Warn("will retry", "error", err, "delivery", deliveries, "retry_in", delay)
-		return "retry"
+		return settledRetry.with(slog.Any("error", err), slog.Duration("retry_in", delay))
 	}
+	st := settledPublished
 	if err := j.msg.Ack(); err != nil {
-		log.Warn("ack failed; the input will be redelivered and handled idempotently", "error", err)
+		st = st.with(slog.String("ack_error", err.Error()+"; the input will be redelivered and handled idempotently"))
 	}
-	log.Info("handled", "outputs", len(outs), "duration", time.Since(j.received))
-	return "published"
+	for _, o := range outs {
+		st = st.with(slog.String("output_type", o.Event.Type()), slog.String("output_id", o.Event.ID()))
+		if o.Event.Type() == events.TypeRefundRequestFailed {
+			st = st.with(refusalAttrs(o.Event.Data())...)
+		}
+	}
+	return st
+}
+
+// refusalAttrs logs PandaPon's answer carried by a refund.request.failed.
+func refusalAttrs(data []byte) []slog.Attr {
+	var f events.RefundRequestFailed
+	if json.Unmarshal(data, &f) != nil {
+		return nil
+	}
+	rid := "null"
+	if f.RequestID != nil {
+		rid = *f.RequestID
+	}
+	return []slog.Attr{slog.Int64("pandapon_code", f.Code), slog.String("pandapon_msg", f.Msg), slog.String("pandapon_request_id", rid)}
+}
+
+// startSpan starts the handling span, continuing the trace of the input's
+// traceparent/tracestate extensions (CloudEvents distributed tracing).
+func (p *Pipeline) startSpan(ctx context.Context, j *job) (context.Context, trace.Span) {
+	carrier := propagation.MapCarrier{}
+	for _, k := range []string{events.ExtTraceparent, events.ExtTracestate} {
+		if v, ok := j.in.Event.Extensions()[k].(string); ok {
+			carrier[k] = v
+		}
+	}
+	if len(carrier) > 0 {
+		ctx = propagation.TraceContext{}.Extract(ctx, carrier)
+	}
+	return p.tracer.Start(ctx, "pandabridge handle "+j.typ, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", j.msg.Subject()),
+			attribute.String("cloudevents.event_id", j.in.Event.ID()),
+			attribute.String("cloudevents.event_type", j.typ),
+			attribute.String("pandabridge.refund_id", j.in.RefundID()),
+		))
 }
 
 // handle runs the handler, turning a panic into an error so that one bad
@@ -499,8 +587,18 @@ func (p *Pipeline) handle(ctx context.Context, j *job) (outs []handlers.Output, 
 }
 
 // publish stores each output and waits for JetStream's acknowledgement.
-func (p *Pipeline) publish(ctx context.Context, log *slog.Logger, outs []handlers.Output) error {
+// An output of an input that carried no traceparent gets the handling
+// span's, so a trace started here still reaches subscribers.
+func (p *Pipeline) publish(ctx context.Context, j *job, span trace.Span, outs []handlers.Output) error {
 	for _, o := range outs {
+		if _, has := o.Event.Extensions()[events.ExtTraceparent]; !has && span.SpanContext().IsValid() {
+			carrier := propagation.MapCarrier{}
+			propagation.TraceContext{}.Inject(trace.ContextWithSpan(context.Background(), span), carrier)
+			o.Event.SetExtension(events.ExtTraceparent, carrier["traceparent"])
+			if ts := carrier["tracestate"]; ts != "" {
+				o.Event.SetExtension(events.ExtTracestate, ts)
+			}
+		}
 		msg, err := events.EncodeNATS(o.Subject, o.Event)
 		if err != nil {
 			return fmt.Errorf("encoding %s: %w", o.Event.Type(), err)
@@ -510,7 +608,10 @@ func (p *Pipeline) publish(ctx context.Context, log *slog.Logger, outs []handler
 			return fmt.Errorf("publishing %s to %s: %w", o.Event.Type(), o.Subject, err)
 		}
 		p.m.Published.WithLabelValues(o.Event.Type()).Inc()
-		log.Debug("published", "output_id", o.Event.ID(), "output_type", o.Event.Type(), "stream_seq", ack.Sequence, "duplicate", ack.Duplicate)
+		if p.log.Enabled(ctx, slog.LevelDebug) {
+			p.log.LogAttrs(ctx, slog.LevelDebug, "published", append(p.eventAttrs(j), slog.String("output_id", o.Event.ID()),
+				slog.String("output_type", o.Event.Type()), slog.Uint64("stream_seq", ack.Sequence), slog.Bool("duplicate", ack.Duplicate))...)
+		}
 		if p.cfg.OnPublished != nil {
 			p.cfg.OnPublished(o.Subject, o.Event)
 		}
@@ -521,7 +622,7 @@ func (p *Pipeline) publish(ctx context.Context, log *slog.Logger, outs []handler
 // deadLetter publishes the original message with the reason headers to the
 // dead-letter subject and terminates it. If the dead letter cannot be
 // stored, the input is redelivered later instead: it is never dropped.
-func (p *Pipeline) deadLetter(log *slog.Logger, j *job, kind, reason string) string {
+func (p *Pipeline) deadLetter(j *job, kind, reason string) settlement {
 	subject := p.cfg.Topology.Subjects.DeadLetter(j.msg.Subject())
 	dl := nats.NewMsg(subject)
 	dl.Data = j.msg.Data()
@@ -538,13 +639,13 @@ func (p *Pipeline) deadLetter(log *slog.Logger, j *job, kind, reason string) str
 	if _, err := p.js.PublishMsg(ctx, dl); err != nil {
 		delay := p.backoff(p.deliveries(j), err)
 		_ = j.msg.NakWithDelay(delay)
-		log.Error("could not dead-letter, will retry", "error", err, "reason", reason, "retry_in", delay)
-		return "retry"
+		st := settledRetry.with(slog.String("error", "could not dead-letter: "+err.Error()), slog.String("dlq_reason", reason), slog.Duration("retry_in", delay))
+		st.level = slog.LevelError
+		return st
 	}
 	_ = j.msg.TermWithReason(truncate(reason, 200))
 	p.m.DeadLettered.WithLabelValues(j.typ, kind).Inc()
-	log.Warn("dead-lettered", "subject", subject, "reason", reason, "deliveries", p.deliveries(j))
-	return "dead_lettered"
+	return settledDeadLettered.with(slog.String("dlq_subject", subject), slog.String("dlq_reason", reason))
 }
 
 func (p *Pipeline) deliveries(j *job) int {

@@ -569,3 +569,41 @@ func (p *panicky) Handle(ctx context.Context, in events.Input) ([]handlers.Outpu
 	}
 	return p.next.Handle(ctx, in)
 }
+
+func TestOpenCircuitTurnsAnOutageIntoDelayedRedelivery(t *testing.T) {
+	e := start(t, func(p *pipeline.Config, s *sandbox.Options, c *pandapon.Config) {
+		s.Faults = sandbox.Faults{ServerErrorRate: 1}
+		c.MaxRetries = -1
+		c.Breaker = pandapon.BreakerConfig{ConsecutiveFailures: 3, OpenTimeout: 500 * time.Millisecond}
+		p.MaxDeliveries = 100
+		p.BackoffMin, p.BackoffMax = 50*time.Millisecond, 100*time.Millisecond
+	})
+	const n = 20
+	var ids []string
+	for i := range n {
+		in := testkit.Lookup(sandbox.GeneratedRefundID(100 + i))
+		ids = append(ids, in.ID())
+		e.publish(in)
+	}
+	// Let the inputs cycle through several redeliveries during the outage.
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		info := testkit.ConsumerInfo(t, e.js, e.topo)
+		return info.NumRedelivered >= n
+	}, "every input redelivered during the outage")
+	outage := e.sb.Stats().FaultsInjected[sandbox.FaultServerError]
+	// Without the breaker every delivery of every input would reach PandaPon.
+	if outage >= 2*n {
+		t.Errorf("PandaPon received %d failing requests for %d inputs redelivered at least once: the breaker did not hold calls back", outage, n)
+	}
+	e.sb.SetFaults(sandbox.Faults{})
+	for _, id := range ids {
+		if out := e.outputFor(id); out.Type() != events.TypeRefundUpdated {
+			t.Errorf("input %s: output %s", id, out.Type())
+		}
+	}
+	e.settled()
+	if len(e.dlq.Msgs()) != 0 {
+		t.Errorf("%d inputs dead-lettered during a PandaPon outage shorter than the delivery budget", len(e.dlq.Msgs()))
+	}
+	t.Logf("outage: %d failing requests reached PandaPon for %d inputs", outage, n)
+}

@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -39,6 +41,13 @@ type Config struct {
 	PandaPonTimeout       time.Duration `envconfig:"PANDAPON_TIMEOUT" default:"10s"`
 	PandaPonMaxRetries    int           `envconfig:"PANDAPON_MAX_RETRIES" default:"3"`
 	PandaPonRetryAfterMax time.Duration `envconfig:"PANDAPON_RETRY_AFTER_MAX" default:"10s"`
+	// PANDAPON_BREAKER_FAILURES: consecutive transient failures that open
+	// the circuit breaker (0 disables it); it stays open for
+	// PANDAPON_BREAKER_OPEN_TIMEOUT, then lets
+	// PANDAPON_BREAKER_HALF_OPEN_REQUESTS probes through.
+	PandaPonBreakerFailures         uint32        `envconfig:"PANDAPON_BREAKER_FAILURES" default:"20"`
+	PandaPonBreakerOpenTimeout      time.Duration `envconfig:"PANDAPON_BREAKER_OPEN_TIMEOUT" default:"30s"`
+	PandaPonBreakerHalfOpenRequests uint32        `envconfig:"PANDAPON_BREAKER_HALF_OPEN_REQUESTS" default:"1"`
 
 	HTTPAddr      string `envconfig:"PANDABRIDGE_HTTP_ADDR" default:":8080"`
 	Source        string `envconfig:"PANDABRIDGE_SOURCE" default:"pandabridge"`
@@ -79,6 +88,8 @@ func describeType(t string) string {
 	switch t {
 	case "int":
 		return "integer"
+	case "uint32":
+		return "non-negative integer"
 	case "float64":
 		return "number"
 	case "Duration", "time.Duration":
@@ -184,6 +195,7 @@ func (c *Config) Validate(dev bool) error {
 		{"PANDABRIDGE_DRAIN_TIMEOUT", c.DrainTimeout, 0},
 		{"PANDABRIDGE_STREAM_MAX_AGE", c.StreamMaxAge, time.Minute},
 		{"PANDABRIDGE_DUPLICATE_WINDOW", c.DuplicateWindow, time.Second},
+		{"PANDAPON_BREAKER_OPEN_TIMEOUT", c.PandaPonBreakerOpenTimeout, time.Millisecond},
 	}
 	for _, d := range durations {
 		if d.v < d.min || d.v < 0 {
@@ -203,6 +215,16 @@ func (c *Config) Validate(dev bool) error {
 		bad("PANDABRIDGE_LOG_FORMAT=%q: want json or text", c.LogFormat)
 	}
 	return errors.Join(errs...)
+}
+
+// Print writes the effective configuration as NAME=value lines in the
+// order of the struct; secrets print as [REDACTED].
+func (c Config) Print(w io.Writer) {
+	v := reflect.ValueOf(c)
+	t := v.Type()
+	for i := range t.NumField() {
+		fmt.Fprintf(w, "%s=%v\n", t.Field(i).Tag.Get("envconfig"), v.Field(i).Interface())
+	}
 }
 
 func parseLevel(s string) (slog.Level, error) {

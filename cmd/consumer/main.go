@@ -39,13 +39,14 @@ import (
 	"github.com/pandabridge/pandabridge/pandapon"
 	"github.com/pandabridge/pandabridge/pandapon/sandbox"
 	"github.com/pandabridge/pandabridge/pipeline"
+	"github.com/pandabridge/pandabridge/telemetry"
 	"github.com/pandabridge/pandabridge/topology"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // devOptions are the -dev flags.
@@ -57,7 +58,7 @@ type devOptions struct {
 	generated   int
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var dev devOptions
@@ -66,6 +67,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&dev.store, "dev-store", "", "with -dev: JetStream store directory (default: a temporary directory removed at exit)")
 	fs.StringVar(&dev.sandboxAddr, "dev-sandbox-addr", "127.0.0.1:0", "with -dev: address of the in-process PandaPon sandbox")
 	fs.IntVar(&dev.generated, "dev-generate", 100, "with -dev: generated sandbox refunds besides the seeds")
+	printConfig := fs.Bool("print-config", false, "print the effective configuration (secrets redacted) and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: consumer [-dev [flags]]\n\nConsumes refund requests from NATS JetStream, calls PandaPon, publishes refund.updated.\nConfigured by environment variables (see README.md); -dev needs none.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -87,6 +89,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "consumer: configuration: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
 		return 2
+	}
+	if *printConfig {
+		cfg.Print(stdout)
+		return 0
 	}
 	log := newLogger(stderr, cfg)
 	if err := serve(ctx, cfg, dev, log); err != nil {
@@ -117,6 +123,27 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 		onPublished = func(subject string, e event.Event) { log.Info(describeOutput(e)) }
 	}
 
+	tp, shutdownTracing, err := telemetry.SetupTracing(ctx, "pandabridge-consumer")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(sctx); err != nil {
+			log.Warn("flushing traces", "error", err)
+		}
+	}()
+	if telemetry.TracingEnabled(os.Getenv) {
+		log.Info("tracing enabled: exporting spans with OTLP over HTTP (OTEL_EXPORTER_OTLP_*)")
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	telemetry.RegisterBuildInfo(reg, "consumer")
+	metrics := pipeline.NewMetrics(reg)
+	ppMetrics := telemetry.NewPandaPonMetrics(reg)
+
 	unit, _ := pandapon.ParseTimestampUnit(cfg.PandaPonTimestampUnit)
 	maxConc := cfg.PandaPonMaxConcurrent
 	if maxConc == 0 {
@@ -138,6 +165,13 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 		AttemptTimeout: cfg.PandaPonTimeout,
 		MaxRetries:     retries,
 		RetryAfterMax:  cfg.PandaPonRetryAfterMax,
+		Breaker: pandapon.BreakerConfig{
+			ConsecutiveFailures: cfg.PandaPonBreakerFailures,
+			OpenTimeout:         cfg.PandaPonBreakerOpenTimeout,
+			HalfOpenRequests:    cfg.PandaPonBreakerHalfOpenRequests,
+		},
+		Observer:       ppMetrics,
+		TracerProvider: tp,
 	})
 	if err != nil {
 		return err
@@ -148,10 +182,6 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 		return err
 	}
 	defer nc.Close()
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := pipeline.NewMetrics(reg)
 
 	topo := topology.New(cfg.SubjectPrefix)
 	topo.Durable = cfg.ConsumerName
@@ -173,6 +203,7 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 		Logger:         log,
 		Metrics:        metrics,
 		OnPublished:    onPublished,
+		TracerProvider: tp,
 	})
 	if err != nil {
 		return err

@@ -246,6 +246,13 @@ func TestConsumerProcessEndToEndNeverLogsTheSecret(t *testing.T) {
 		`pandabridge_events_dead_lettered_total{kind="invalid",type="unknown"} 1`,
 		`pandabridge_events_published_total{type="refund.updated"} 3`,
 		`pandabridge_events_published_total{type="refund.request.failed"} 1`,
+		`pandabridge_pandapon_requests_total{code="404",endpoint="GET /open/order/refund/query",outcome="business_error"} 1`,
+		`pandabridge_pandapon_requests_total{code="",endpoint="POST /open/order/refund/render/submit/logistics",outcome="success"} 1`,
+		`pandabridge_pandapon_retries_total{endpoint="GET /open/order/refund/query",reason="http_5xx"}`,
+		`pandabridge_pandapon_request_duration_seconds_count{endpoint="GET /open/order/refund/query",outcome="success"} 3`,
+		`pandabridge_pandapon_circuit_state 0`,
+		`pandabridge_build_info{binary="consumer"`,
+		`pandabridge_consumer_pending_messages`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
