@@ -70,6 +70,8 @@ const (
 	// still makes, so that a message whose last allowed delivery died with
 	// the process is delivered once more and dead-lettered, not stranded.
 	maxDeliverSlack = 3
+	// defaultMaxAckPending is JetStream's own default.
+	defaultMaxAckPending = 1000
 )
 
 // Handler is what the pipeline runs for each valid input.
@@ -82,9 +84,11 @@ type Config struct {
 	Topology topology.Topology
 	// Concurrency is how many inputs are handled at once (default 32).
 	Concurrency int
-	// MaxInFlight caps inputs received and not yet settled, including
-	// those waiting behind an earlier input for the same refund (default
-	// 4 × Concurrency). It is also the consumer's MaxAckPending.
+	// MaxInFlight caps inputs this process has received and not yet
+	// settled, including those waiting behind an earlier input for the same
+	// refund (default 4 × Concurrency). The durable consumer's
+	// MaxAckPending, shared by all replicas, is set to max(1000,
+	// 4 × MaxInFlight).
 	MaxInFlight int
 	// AckWait is the consumer's ack wait (default 30 s); held messages are
 	// marked in progress every AckWait/3.
@@ -301,9 +305,11 @@ func (p *Pipeline) ensure(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, err
 	}
 	return p.cfg.Topology.EnsureConsumer(ctx, p.js, topology.ConsumerSettings{
-		AckWait:       p.cfg.AckWait,
-		MaxDeliver:    p.cfg.MaxDeliveries + maxDeliverSlack,
-		MaxAckPending: p.cfg.MaxInFlight,
+		AckWait:    p.cfg.AckWait,
+		MaxDeliver: p.cfg.MaxDeliveries + maxDeliverSlack,
+		// Each process bounds what it holds (MaxInFlight); the server-wide
+		// cap only has to leave room for every replica's share.
+		MaxAckPending: max(defaultMaxAckPending, 4*p.cfg.MaxInFlight),
 	})
 }
 
