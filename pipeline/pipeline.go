@@ -20,6 +20,15 @@
 //
 // Nothing is lost if the process dies at any instant: an input whose ack did
 // not reach the server is redelivered, and handling it again is idempotent.
+//
+// How it runs: a fetch loop pulls only as many messages as there are free
+// MaxInFlight slots (explicit finite pull requests, so no prefetched message
+// waits unobserved); a fixed pool of Concurrency workers runs the handler
+// for the head input of each refund; outputs are published asynchronously
+// and a single acker goroutine waits for their PubAcks in order, then acks
+// the input and lets the refund's next input run. A worker is therefore
+// free again as soon as PandaPon has answered, not a broker round trip
+// later.
 package pipeline
 
 import (
@@ -160,15 +169,18 @@ type Pipeline struct {
 	log     *slog.Logger
 	m       *Metrics
 	tracer  trace.Tracer
+	tracing bool
 
 	ready    atomic.Bool
 	stopping atomic.Bool
 
-	slots chan struct{} // Concurrency
-	wg    sync.WaitGroup
+	held     chan struct{} // MaxInFlight slots
+	runnable chan *job     // head inputs of their refund, for the workers
+	acks     chan *pending // published inputs waiting for their PubAcks, in order
+	jobs     sync.WaitGroup
 
 	mu       sync.Mutex
-	keys     map[string][]*job                // per-refund queues; presence = a runner is active
+	keys     map[string][]*job                // inputs queued behind a busy refund; presence = busy
 	inflight map[*job]struct{}                // held messages, for in-progress signals
 	cancels  map[*job]context.CancelCauseFunc // running handlers
 }
@@ -179,27 +191,50 @@ type job struct {
 	received time.Time
 	meta     *jetstream.MsgMetadata
 	in       events.Input
+	key      string // refund id; "" for an undecodable message
 	typ      string // event type for labels ("unknown" when undecodable)
 	invalid  error  // set when the message can never be processed
-	release  func() // frees the MaxInFlight slot
+}
+
+// pending is an input whose outputs were sent with PublishMsgAsync.
+type pending struct {
+	j       *job
+	futures []jetstream.PubAckFuture
+	outs    []handlers.Output
+	span    trace.Span
 }
 
 // New returns a pipeline reading from nc with h. It does no I/O.
 func New(nc *nats.Conn, h Handler, cfg Config) (*Pipeline, error) {
 	cfg.setDefaults()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(cfg.MaxInFlight),
+		jetstream.WithPublishAsyncTimeout(publishTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
+	_, noopTracing := cfg.TracerProvider.(noop.TracerProvider)
 	return &Pipeline{
 		cfg: cfg, nc: nc, js: js, handler: h, log: cfg.Logger, m: cfg.Metrics,
 		tracer:   cfg.TracerProvider.Tracer("github.com/pandabridge/pandabridge/pipeline"),
-		slots:    make(chan struct{}, cfg.Concurrency),
+		tracing:  !noopTracing,
+		held:     make(chan struct{}, cfg.MaxInFlight),
+		runnable: make(chan *job, cfg.MaxInFlight),
+		acks:     make(chan *pending, cfg.MaxInFlight),
 		keys:     map[string][]*job{},
 		inflight: map[*job]struct{}{},
 		cancels:  map[*job]context.CancelCauseFunc{},
 	}, nil
 }
+
+// publishTimeout bounds the wait for a PubAck, and a dead letter's publish.
+const publishTimeout = 10 * time.Second
+
+// fetchWait is how long one pull request stays open for more messages.
+const fetchWait = 500 * time.Millisecond
+
+// batchGather bounds how long a busy fetch loop waits for more free slots.
+const batchGather = 5 * time.Millisecond
 
 // Ready reports whether the pipeline is connected to NATS with its streams
 // and consumer in place (the /readyz condition).
@@ -208,8 +243,8 @@ func (p *Pipeline) Ready() bool { return p.ready.Load() && p.nc.IsConnected() }
 // Run sets up the streams and the consumer (retrying while NATS is
 // unavailable) and consumes until ctx is done. Then it stops fetching, hands
 // back inputs not yet started, lets running handlers finish within
-// DrainTimeout, flushes acks and publishes, and returns nil. It returns an
-// error only when it cannot consume at all.
+// DrainTimeout, waits for the outputs' PubAcks and acks, flushes, and
+// returns nil. It returns an error only when it cannot consume at all.
 func (p *Pipeline) Run(ctx context.Context) error {
 	cons, err := p.setup(ctx)
 	if err != nil {
@@ -218,50 +253,27 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(p.cfg.Concurrency))
-	if err != nil {
-		return fmt.Errorf("pipeline: consuming: %w", err)
-	}
 	bg, stopBG := context.WithCancel(context.Background())
 	var bgWG sync.WaitGroup
 	bgWG.Go(func() { p.heartbeat(bg) })
 	bgWG.Go(func() { p.watchConsumer(bg, cons) })
+	var workers sync.WaitGroup
+	for range p.cfg.Concurrency {
+		workers.Go(p.work)
+	}
+	ackerDone := make(chan struct{})
+	go func() { p.acker(); close(ackerDone) }()
 
 	p.log.Info("consuming", "stream", p.cfg.Topology.InputStream, "consumer", p.cfg.Topology.Durable,
 		"concurrency", p.cfg.Concurrency, "max_in_flight", p.cfg.MaxInFlight)
-	held := make(chan struct{}, p.cfg.MaxInFlight)
-	for ctx.Err() == nil {
-		select {
-		case held <- struct{}{}:
-		case <-ctx.Done():
-			continue
-		}
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			<-held
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				break
-			}
-			p.log.Warn("fetching input", "error", err)
-			continue
-		}
-		p.accept(msg, func() { <-held })
-	}
+	p.fetchLoop(ctx, cons)
 
-	// Shutdown: stop fetching, hand back what was buffered.
+	// Shutdown: fetching has stopped; inputs not started are handed back
+	// by the workers (stopping), running ones finish or are cancelled.
 	p.stopping.Store(true)
 	p.ready.Store(false)
-	it.Drain()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			break
-		}
-		_ = msg.Nak()
-		p.m.Consumed.WithLabelValues(typeOf(msg), "handed_back").Inc()
-	}
 	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
+	go func() { p.jobs.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(p.cfg.DrainTimeout):
@@ -269,6 +281,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		p.cancelRunning()
 		<-done
 	}
+	close(p.runnable)
+	workers.Wait()
+	close(p.acks)
+	<-ackerDone
 	stopBG()
 	bgWG.Wait()
 	if err := p.nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
@@ -276,6 +292,77 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	p.log.Info("stopped consuming")
 	return nil
+}
+
+// fetchLoop pulls messages while ctx lasts, never more than there are free
+// MaxInFlight slots. Each pull is a finite request (fetchWait), so a
+// request the server dropped (a restart, a leader change) costs at most
+// that long.
+func (p *Pipeline) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
+	// A pull costs the broker about as much as a message: while inputs are
+	// in flight, gather at least a quarter of MaxInFlight free slots (or
+	// wait batchGather) before asking for more, instead of one pull per
+	// freed slot.
+	const maxBatch = 256
+	minBatch := min(max(1, p.cfg.MaxInFlight/4), maxBatch)
+	gather := time.NewTimer(0)
+	errWait := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		select {
+		case p.held <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		n := 1
+		if len(p.held) > 1 { // busy: gather a batch
+			gather.Reset(batchGather)
+		gathering:
+			for n < minBatch {
+				select {
+				case p.held <- struct{}{}:
+					n++
+				case <-gather.C:
+					break gathering
+				}
+			}
+			gather.Stop()
+		}
+	more:
+		for n < maxBatch {
+			select {
+			case p.held <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		// Not bound to ctx: a pull cancelled midway would strand the
+		// messages already sent for it until their ack wait expires. At
+		// shutdown the last pull ends within fetchWait and what it brought
+		// is handed back at once.
+		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
+		got := 0
+		if err == nil {
+			for msg := range batch.Messages() {
+				got++
+				p.accept(msg)
+			}
+			err = batch.Error()
+		}
+		for range n - got {
+			<-p.held
+		}
+		if err != nil && ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			p.log.Warn("fetching inputs, will retry", "error", err, "retry_in", errWait)
+			select {
+			case <-ctx.Done():
+			case <-time.After(errWait):
+			}
+			errWait = min(2*errWait, 5*time.Second)
+			continue
+		}
+		errWait = 100 * time.Millisecond
+	}
 }
 
 // setup ensures streams and consumer, retrying with backoff until it works
@@ -370,10 +457,10 @@ func (p *Pipeline) heartbeat(ctx context.Context) {
 	}
 }
 
-// accept decodes a message and schedules it behind earlier inputs for the
-// same refund.
-func (p *Pipeline) accept(msg jetstream.Msg, release func()) {
-	j := &job{msg: msg, received: time.Now(), release: release, typ: "unknown"}
+// accept decodes a message (it holds a MaxInFlight slot) and makes it
+// runnable, or queues it behind the input being handled for the same refund.
+func (p *Pipeline) accept(msg jetstream.Msg) {
+	j := &job{msg: msg, received: time.Now(), typ: "unknown"}
 	j.meta, _ = msg.Metadata()
 	e, err := events.DecodeNATS(msg.Headers(), msg.Data())
 	if err == nil {
@@ -382,68 +469,82 @@ func (p *Pipeline) accept(msg jetstream.Msg, release func()) {
 	}
 	if err != nil {
 		j.invalid = err
+	} else {
+		j.key = j.in.RefundID()
 	}
+	p.jobs.Add(1)
 	p.m.InFlight.Inc()
 	p.mu.Lock()
 	p.inflight[j] = struct{}{}
-	key := ""
-	if j.invalid == nil {
-		key = j.in.RefundID()
-	}
-	if key != "" {
-		if q, busy := p.keys[key]; busy {
-			p.keys[key] = append(q, j)
+	if j.key != "" {
+		if q, busy := p.keys[j.key]; busy {
+			p.keys[j.key] = append(q, j)
 			p.mu.Unlock()
 			return
 		}
-		p.keys[key] = nil
+		p.keys[j.key] = nil
 	}
 	p.mu.Unlock()
-	p.wg.Go(func() { p.runKey(key, j) })
+	p.runnable <- j // never blocks: capacity MaxInFlight
 }
 
-// runKey handles j and then every input queued behind it for the same
-// refund, in order. Key "" (an undecodable message) has no queue.
-func (p *Pipeline) runKey(key string, j *job) {
-	for j != nil {
-		p.run(j)
-		if key == "" {
-			return
-		}
-		p.mu.Lock()
-		q := p.keys[key]
-		if len(q) == 0 {
-			delete(p.keys, key)
-			j = nil
+// work is one of the Concurrency workers.
+func (p *Pipeline) work() {
+	for j := range p.runnable {
+		if pd, st := p.settle(j); pd != nil {
+			p.acks <- pd // never blocks: capacity MaxInFlight
 		} else {
-			j, q[0] = q[0], nil
-			p.keys[key] = q[1:]
+			p.finish(j, st)
 		}
-		p.mu.Unlock()
 	}
 }
 
-// errDrainDeadline cancels handlers still running when the drain deadline
-// passes.
-var errDrainDeadline = errors.New("shutdown drain deadline reached")
-
-func (p *Pipeline) cancelRunning() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.cancels {
-		c(errDrainDeadline)
+// acker waits for the PubAcks of published inputs in publication order,
+// then acks each input (or redelivers it if a publish failed).
+func (p *Pipeline) acker() {
+	for pd := range p.acks {
+		var err error
+		for _, f := range pd.futures {
+			select {
+			case <-f.Ok():
+			case err = <-f.Err():
+			}
+			if err != nil {
+				break
+			}
+		}
+		var st settlement
+		if err != nil {
+			err = fmt.Errorf("publishing output: %w", err)
+			pd.span.RecordError(err)
+			st = p.failed(pd.j, err, false)
+		} else {
+			st = p.published(pd.j, pd.outs)
+		}
+		pd.span.End()
+		p.finish(pd.j, st)
 	}
 }
 
-// run settles one input: handle and publish, dead-letter, or redeliver.
-func (p *Pipeline) run(j *job) {
-	p.slots <- struct{}{}
-	defer func() { <-p.slots }()
-	st := p.settle(j)
+// finish releases a settled input: its slot, its refund (whose next input
+// becomes runnable), its metrics and its log line.
+func (p *Pipeline) finish(j *job, st settlement) {
 	p.mu.Lock()
 	delete(p.inflight, j)
+	var next *job
+	if j.key != "" {
+		if q := p.keys[j.key]; len(q) > 0 {
+			next, q[0] = q[0], nil
+			p.keys[j.key] = q[1:]
+		} else {
+			delete(p.keys, j.key)
+		}
+	}
 	p.mu.Unlock()
-	j.release()
+	if next != nil {
+		p.runnable <- next
+	}
+	<-p.held
 	took := time.Since(j.received)
 	p.m.InFlight.Dec()
 	p.m.Consumed.WithLabelValues(j.typ, st.outcome).Inc()
@@ -451,6 +552,20 @@ func (p *Pipeline) run(j *job) {
 	if p.log.Enabled(context.Background(), st.level) {
 		attrs := append(p.eventAttrs(j), slog.String("outcome", st.outcome), slog.Duration("duration", took))
 		p.log.LogAttrs(context.Background(), st.level, "handled", append(attrs, st.attrs...)...)
+	}
+	p.jobs.Done()
+}
+
+// errDrainDeadline cancels handlers still running when the drain deadline
+// passes.
+var errDrainDeadline = errors.New("shutdown drain deadline reached")
+
+// cancelRunning cancels the handlers still running at the drain deadline.
+func (p *Pipeline) cancelRunning() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.cancels {
+		c(errDrainDeadline)
 	}
 }
 
@@ -484,19 +599,20 @@ var (
 	settledHandedBack   = settlement{outcome: "handed_back", level: slog.LevelInfo}
 )
 
-// settle handles one input and acks, naks, or dead-letters it.
-func (p *Pipeline) settle(j *job) settlement {
+// settle handles one input. It either settles it (acks, naks or
+// dead-letters it and returns how) or, when outputs were published
+// asynchronously, returns them as pending for the acker.
+func (p *Pipeline) settle(j *job) (*pending, settlement) {
 	if p.stopping.Load() {
 		_ = j.msg.Nak() // not started: hand back for another replica
-		return settledHandedBack.with(slog.String("reason", "shutdown before it started"))
+		return nil, settledHandedBack.with(slog.String("reason", "shutdown before it started"))
 	}
-	deliveries := p.deliveries(j)
 	if j.invalid != nil {
-		return p.deadLetter(j, "invalid", "invalid input: "+j.invalid.Error())
+		return nil, p.deadLetter(j, "invalid", "invalid input: "+j.invalid.Error())
 	}
-	if deliveries > p.cfg.MaxDeliveries {
-		return p.deadLetter(j, "max_deliveries", fmt.Sprintf(
-			"delivered %d times (limit %d) without being settled; the consumer may have died while handling it", deliveries, p.cfg.MaxDeliveries))
+	if d := p.deliveries(j); d > p.cfg.MaxDeliveries {
+		return nil, p.deadLetter(j, "max_deliveries", fmt.Sprintf(
+			"delivered %d times (limit %d) without being settled; the consumer may have died while handling it", d, p.cfg.MaxDeliveries))
 	}
 
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -512,35 +628,55 @@ func (p *Pipeline) settle(j *job) settlement {
 	hctx, hcancel := context.WithTimeout(ctx, p.cfg.HandlerTimeout)
 	defer hcancel()
 	hctx, span := p.startSpan(hctx, j)
-	defer span.End()
 
 	outs, err := p.handle(hctx, j)
+	var futures []jetstream.PubAckFuture
 	if err == nil {
-		err = p.publish(hctx, j, span, outs)
+		futures, err = p.publish(hctx, j, span, outs)
 	}
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
-		if context.Cause(ctx) == errDrainDeadline {
-			_ = j.msg.Nak()
-			return settledHandedBack.with(slog.String("reason", "drain deadline reached while handling"), slog.Any("error", err))
-		}
-		if deliveries >= p.cfg.MaxDeliveries {
-			return p.deadLetter(j, "max_deliveries", fmt.Sprintf(
-				"failed on delivery %d of %d: %v", deliveries, p.cfg.MaxDeliveries, err))
-		}
-		delay := p.backoff(deliveries, err)
-		_ = j.msg.NakWithDelay(delay)
-		return settledRetry.with(slog.Any("error", err), slog.Duration("retry_in", delay))
+		span.End()
+		return nil, p.failed(j, err, context.Cause(ctx) == errDrainDeadline)
 	}
+	return &pending{j: j, futures: futures, outs: outs, span: span}, settlement{}
+}
+
+// failed settles an input whose handling or publishing failed: handed
+// back at the drain deadline, dead-lettered on its last delivery, else
+// redelivered after a backoff.
+func (p *Pipeline) failed(j *job, err error, drainDeadline bool) settlement {
+	if drainDeadline {
+		_ = j.msg.Nak()
+		return settledHandedBack.with(slog.String("reason", "drain deadline reached while handling"), slog.Any("error", err))
+	}
+	deliveries := p.deliveries(j)
+	if deliveries >= p.cfg.MaxDeliveries {
+		return p.deadLetter(j, "max_deliveries", fmt.Sprintf(
+			"failed on delivery %d of %d: %v", deliveries, p.cfg.MaxDeliveries, err))
+	}
+	delay := p.backoff(deliveries, err)
+	_ = j.msg.NakWithDelay(delay)
+	return settledRetry.with(slog.Any("error", err), slog.Duration("retry_in", delay))
+}
+
+// published acks an input whose outputs JetStream has stored.
+func (p *Pipeline) published(j *job, outs []handlers.Output) settlement {
 	st := settledPublished
 	if err := j.msg.Ack(); err != nil {
 		st = st.with(slog.String("ack_error", err.Error()+"; the input will be redelivered and handled idempotently"))
 	}
 	for _, o := range outs {
-		st = st.with(slog.String("output_type", o.Event.Type()), slog.String("output_id", o.Event.ID()))
-		if o.Event.Type() == events.TypeRefundRequestFailed {
-			st = st.with(refusalAttrs(o.Event.Data())...)
+		p.m.Published.WithLabelValues(o.Event.Type()).Inc()
+		if p.cfg.OnPublished != nil {
+			p.cfg.OnPublished(o.Subject, o.Event)
+		}
+		if p.log.Enabled(context.Background(), slog.LevelInfo) {
+			st = st.with(slog.String("output_type", o.Event.Type()), slog.String("output_id", o.Event.ID()))
+			if o.Event.Type() == events.TypeRefundRequestFailed {
+				st = st.with(refusalAttrs(o.Event.Data())...)
+			}
 		}
 	}
 	return st
@@ -562,6 +698,9 @@ func refusalAttrs(data []byte) []slog.Attr {
 // startSpan starts the handling span, continuing the trace of the input's
 // traceparent/tracestate extensions (CloudEvents distributed tracing).
 func (p *Pipeline) startSpan(ctx context.Context, j *job) (context.Context, trace.Span) {
+	if !p.tracing {
+		return ctx, trace.SpanFromContext(ctx) // a no-op span: tracing costs nothing
+	}
 	carrier := propagation.MapCarrier{}
 	for _, k := range []string{events.ExtTraceparent, events.ExtTracestate} {
 		if v, ok := j.in.Event.Extensions()[k].(string); ok {
@@ -592,37 +731,38 @@ func (p *Pipeline) handle(ctx context.Context, j *job) (outs []handlers.Output, 
 	return p.handler.Handle(ctx, j.in)
 }
 
-// publish stores each output and waits for JetStream's acknowledgement.
-// An output of an input that carried no traceparent gets the handling
-// span's, so a trace started here still reaches subscribers.
-func (p *Pipeline) publish(ctx context.Context, j *job, span trace.Span, outs []handlers.Output) error {
+// publish sends each output asynchronously; the returned futures resolve
+// with JetStream's acknowledgements. An output of an input that carried no
+// traceparent gets the handling span's, so a trace started here still
+// reaches subscribers.
+func (p *Pipeline) publish(ctx context.Context, j *job, span trace.Span, outs []handlers.Output) ([]jetstream.PubAckFuture, error) {
+	futures := make([]jetstream.PubAckFuture, 0, len(outs))
 	for _, o := range outs {
-		if _, has := o.Event.Extensions()[events.ExtTraceparent]; !has && span.SpanContext().IsValid() {
-			carrier := propagation.MapCarrier{}
-			propagation.TraceContext{}.Inject(trace.ContextWithSpan(context.Background(), span), carrier)
-			o.Event.SetExtension(events.ExtTraceparent, carrier["traceparent"])
-			if ts := carrier["tracestate"]; ts != "" {
-				o.Event.SetExtension(events.ExtTracestate, ts)
+		if p.tracing && span.SpanContext().IsValid() {
+			if _, has := o.Event.Extensions()[events.ExtTraceparent]; !has {
+				carrier := propagation.MapCarrier{}
+				propagation.TraceContext{}.Inject(trace.ContextWithSpan(context.Background(), span), carrier)
+				o.Event.SetExtension(events.ExtTraceparent, carrier["traceparent"])
+				if ts := carrier["tracestate"]; ts != "" {
+					o.Event.SetExtension(events.ExtTracestate, ts)
+				}
 			}
 		}
 		msg, err := events.EncodeNATS(o.Subject, o.Event)
 		if err != nil {
-			return fmt.Errorf("encoding %s: %w", o.Event.Type(), err)
+			return nil, fmt.Errorf("encoding %s: %w", o.Event.Type(), err)
 		}
-		ack, err := p.js.PublishMsg(ctx, msg)
+		f, err := p.js.PublishMsgAsync(msg)
 		if err != nil {
-			return fmt.Errorf("publishing %s to %s: %w", o.Event.Type(), o.Subject, err)
+			return nil, fmt.Errorf("publishing %s to %s: %w", o.Event.Type(), o.Subject, err)
 		}
-		p.m.Published.WithLabelValues(o.Event.Type()).Inc()
 		if p.log.Enabled(ctx, slog.LevelDebug) {
-			p.log.LogAttrs(ctx, slog.LevelDebug, "published", append(p.eventAttrs(j), slog.String("output_id", o.Event.ID()),
-				slog.String("output_type", o.Event.Type()), slog.Uint64("stream_seq", ack.Sequence), slog.Bool("duplicate", ack.Duplicate))...)
+			p.log.LogAttrs(ctx, slog.LevelDebug, "publishing", append(p.eventAttrs(j), slog.String("output_id", o.Event.ID()),
+				slog.String("output_type", o.Event.Type()))...)
 		}
-		if p.cfg.OnPublished != nil {
-			p.cfg.OnPublished(o.Subject, o.Event)
-		}
+		futures = append(futures, f)
 	}
-	return nil
+	return futures, nil
 }
 
 // deadLetter publishes the original message with the reason headers to the
@@ -640,7 +780,7 @@ func (p *Pipeline) deadLetter(j *job, kind, reason string) settlement {
 	if j.meta != nil {
 		dl.Header.Set(HeaderDLQStreamSeq, strconv.FormatUint(j.meta.Sequence.Stream, 10))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	if _, err := p.js.PublishMsg(ctx, dl); err != nil {
 		delay := p.backoff(p.deliveries(j), err)
