@@ -1,0 +1,211 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Targets of the issue.
+const (
+	targetS1Ratio  = 1.7
+	targetS1CPU    = 60 * time.Microsecond
+	targetS2Ideal  = 0.97
+	targetS3Ideal  = 0.90
+	targetRSSC256  = 40 << 20
+	soakFlatFactor = 1.10
+)
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
+
+// baselineOf returns the baseline's result for r's scenario and mode.
+func baselineOf(results []Result, r Result) (Result, bool) {
+	for _, b := range results {
+		if b.Contestant == contBaseline && b.Scenario.Name == r.Scenario.Name && b.Mode == r.Mode && b.Err == nil && b.Rate > 0 {
+			return b, true
+		}
+	}
+	return Result{}, false
+}
+
+func report(w io.Writer, o Options, results []Result) {
+	if len(results) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\npandabench: %s/%s, %d CPUs, GOMAXPROCS %d, %s\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scen\tmode\tcontestant\tN\tC\tupstream\tevents/s\t% ideal\t× baseline\tCPU µs/ev\tbroker+sbx µs/ev\tpeak RSS MB\tp50 ms\tp95 ms\tp99 ms\tmax ms\tcheck\t")
+	for _, r := range results {
+		ideal, ratio := "-", "-"
+		if i := r.Scenario.Ideal(); i > 0 && r.Mode == modeDrain && r.Rate > 0 && r.Contestant != contRaw {
+			ideal = fmt.Sprintf("%.1f%%", 100*r.Rate/i)
+		}
+		if b, ok := baselineOf(results, r); ok && r.Mode == modeDrain && r.Rate > 0 {
+			ratio = fmt.Sprintf("%.2f", r.Rate/b.Rate)
+		}
+		p50, p95, p99, pmax := "-", "-", "-", "-"
+		if r.Mode == modeSteady && r.P50 > 0 {
+			p50, p95, p99, pmax = ms(r.P50), ms(r.P95), ms(r.P99), ms(r.Max)
+		}
+		check := "ok"
+		if r.Err != nil {
+			check = "FAIL"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%.0f\t%s\t%s\t%.1f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t\n",
+			r.Scenario.Name, r.Mode, r.Contestant, r.N, r.Scenario.C, r.Scenario.Latency, r.Rate, ideal, ratio,
+			us(r.CPU), us(r.ParentCPU), mb(r.PeakRSS), p50, p95, p99, pmax, check)
+	}
+	tw.Flush()
+
+	for _, r := range results {
+		var notes []string
+		if r.Err != nil {
+			notes = append(notes, "FAILED: "+strings.ReplaceAll(r.Err.Error(), "\n", "\n    "))
+		}
+		if r.Mode == modeDrain && r.Startup > 0 {
+			notes = append(notes, fmt.Sprintf("start→first output %s, first→last %s", r.Startup.Round(time.Millisecond), r.Wall.Round(time.Millisecond)))
+		}
+		if r.MaxGap > 250*time.Millisecond {
+			notes = append(notes, fmt.Sprintf("STALL: longest pause between two outputs %s", r.MaxGap.Round(time.Millisecond)))
+		}
+		if r.Late > 0 && r.Mode == modeSteady {
+			notes = append(notes, fmt.Sprintf("%d outputs more than 1 s after their input", r.Late))
+		}
+		if r.TotalCPU > 0 {
+			notes = append(notes, fmt.Sprintf("whole-life CPU %s", r.TotalCPU.Round(time.Millisecond)))
+		}
+		if len(r.Metrics) > 0 {
+			notes = append(notes, fmt.Sprintf("consumer outcomes %v", r.Metrics))
+		}
+		if r.Mode == modeSoak {
+			notes = append(notes, soakSummary(r))
+		}
+		notes = append(notes, r.Notes...)
+		if len(notes) > 0 {
+			fmt.Fprintf(w, "  %s/%s/%s: %s\n", r.Scenario.Name, r.Mode, r.Contestant, strings.Join(notes, "; "))
+		}
+	}
+
+	fmt.Fprintln(w, "\nTargets (ratios within this run):")
+	for _, line := range targetLines(results) {
+		fmt.Fprintln(w, "  "+line)
+	}
+
+	fmt.Fprintln(w, "\nGo benchmark format (benchstat):")
+	fmt.Fprintf(w, "goos: %s\ngoarch: %s\npkg: github.com/pandabridge/pandabridge/cmd/pandabench\n", runtime.GOOS, runtime.GOARCH)
+	for _, r := range results {
+		if r.Err != nil || r.Rate <= 0 {
+			continue
+		}
+		fmt.Fprintf(w, "BenchmarkE2E/%s/%s/%s-%d\t%d\t%.0f ns/op\t%.1f events/s\t%.2f cpu-us/event\t%.2f broker-us/event\t%.2f peak-rss-MB",
+			r.Scenario.Name, r.Mode, r.Contestant, runtime.NumCPU(), r.N, float64(time.Second)/r.Rate, r.Rate, us(r.CPU), us(r.ParentCPU), mb(r.PeakRSS))
+		if i := r.Scenario.Ideal(); i > 0 && r.Mode == modeDrain && r.Contestant != contRaw {
+			fmt.Fprintf(w, "\t%.2f %%ideal", 100*r.Rate/i)
+		}
+		if b, ok := baselineOf(results, r); ok && r.Mode == modeDrain {
+			fmt.Fprintf(w, "\t%.3f x-baseline", r.Rate/b.Rate)
+		}
+		if r.Mode == modeSteady {
+			fmt.Fprintf(w, "\t%s p50-ms\t%s p95-ms\t%s p99-ms", ms(r.P50), ms(r.P95), ms(r.P99))
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func soakSummary(r Result) string {
+	if len(r.RSS) == 0 {
+		return "no RSS samples"
+	}
+	at := func(frac float64) rssSample {
+		want := int(frac * float64(r.N))
+		for _, s := range r.RSS {
+			if s.Events >= want {
+				return s
+			}
+		}
+		return r.RSS[len(r.RSS)-1]
+	}
+	var parts []string
+	for _, f := range []float64{0.1, 0.2, 0.4, 0.6, 0.8, 1.0} {
+		s := at(f)
+		parts = append(parts, fmt.Sprintf("%d%%:%.1fMB", int(f*100), mb(s.RSS)))
+	}
+	ref, last := at(0.2), r.RSS[len(r.RSS)-1]
+	verdict := "flat"
+	if float64(last.RSS) > soakFlatFactor*float64(ref.RSS) {
+		verdict = "GROWING"
+	}
+	return fmt.Sprintf("RSS by progress %s — %s (last %.1f MB vs %.1f MB at 20%%)", strings.Join(parts, " "), verdict, mb(last.RSS), mb(ref.RSS))
+}
+
+func find(results []Result, scen, mode, cont string) (Result, bool) {
+	for _, r := range results {
+		if r.Scenario.Name == scen && r.Mode == mode && r.Contestant == cont && r.Err == nil && r.Rate > 0 {
+			return r, true
+		}
+	}
+	return Result{}, false
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "MISS"
+}
+
+// targetLines evaluates the issue's targets for the real consumer.
+func targetLines(results []Result) []string {
+	var out []string
+	if c, ok := find(results, "S1", modeDrain, contConsumer); ok {
+		if b, ok := find(results, "S1", modeDrain, contBaseline); ok {
+			ratio := c.Rate / b.Rate
+			out = append(out, fmt.Sprintf("%s S1 events/s ≥ %.1f× baseline: %.2f× (%.0f vs %.0f)", verdict(ratio >= targetS1Ratio), targetS1Ratio, ratio, c.Rate, b.Rate))
+		}
+		out = append(out, fmt.Sprintf("%s S1 pipeline CPU ≤ %s/event: %.1f µs", verdict(c.CPU <= targetS1CPU), targetS1CPU, us(c.CPU)))
+	}
+	if c, ok := find(results, "S2", modeDrain, contConsumer); ok {
+		f := c.Rate / c.Scenario.Ideal()
+		out = append(out, fmt.Sprintf("%s S2 ≥ %.0f%% of ideal %.0f/s: %.1f%% (%.0f/s)", verdict(f >= targetS2Ideal), 100*targetS2Ideal, c.Scenario.Ideal(), 100*f, c.Rate))
+	}
+	if c, ok := find(results, "S3", modeDrain, contConsumer); ok {
+		f := c.Rate / c.Scenario.Ideal()
+		out = append(out, fmt.Sprintf("%s S3 ≥ %.0f%% of ideal %.0f/s: %.1f%% (%.0f/s)", verdict(f >= targetS3Ideal), 100*targetS3Ideal, c.Scenario.Ideal(), 100*f, c.Rate))
+	}
+	var peak int64
+	seen := false
+	for _, r := range results {
+		if r.Contestant == contConsumer && r.Scenario.C == 256 && r.PeakRSS > 0 {
+			peak, seen = max(peak, r.PeakRSS), true
+		}
+	}
+	if seen {
+		out = append(out, fmt.Sprintf("%s peak RSS ≤ 40 MB at C=256: %.1f MB", verdict(peak <= targetRSSC256), mb(peak)))
+	}
+	for _, r := range results {
+		if r.Mode == modeSoak && r.Contestant == contConsumer {
+			out = append(out, "soak: "+soakSummary(r))
+		}
+	}
+	for _, r := range results {
+		if r.Err != nil {
+			out = append(out, fmt.Sprintf("FAIL correctness %s/%s/%s", r.Scenario.Name, r.Mode, r.Contestant))
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, "(no consumer results to judge)")
+	}
+	return out
+}
+
+func targetsMet(results []Result) bool {
+	for _, l := range targetLines(results) {
+		if strings.HasPrefix(l, "MISS") || strings.HasPrefix(l, "FAIL") || strings.Contains(l, "GROWING") {
+			return false
+		}
+	}
+	return true
+}
