@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,14 +42,21 @@ func (c *cli) watch(ctx context.Context, args []string) int {
 	if *failed {
 		subjects = append(subjects, c.topo.Subjects.Of(events.TypeRefundRequestFailed))
 	}
-	policy := jetstream.DeliverNewPolicy
-	if *fromStart {
-		policy = jetstream.DeliverAllPolicy
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if !*fromStart {
+		// "From now on" is pinned to a stream sequence: DeliverNewPolicy
+		// would be evaluated again each time nats.go recreates the ordered
+		// consumer before it delivered anything (after a NATS restart, say),
+		// and what was stored in between would never be printed.
+		stream, err := c.js.Stream(sctx, c.topo.OutputStream)
+		if err != nil {
+			fmt.Fprintf(c.stderr, "publisher watch: %v\n", err)
+			return 1
+		}
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = stream.CachedInfo().State.LastSeq + 1
 	}
-	cons, err := c.js.OrderedConsumer(sctx, c.topo.OutputStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: subjects,
-		DeliverPolicy:  policy,
-	})
+	cons, err := c.js.OrderedConsumer(sctx, c.topo.OutputStream, cfg)
 	if err != nil {
 		fmt.Fprintf(c.stderr, "publisher watch: %v\n", err)
 		return 1
@@ -60,16 +66,41 @@ func (c *cli) watch(ctx context.Context, args []string) int {
 		fmt.Fprintf(c.stderr, "publisher watch: %v\n", err)
 		return 1
 	}
-	defer it.Stop()
+	// Next does not return while the ordered consumer is being recreated
+	// (after its stream or consumer vanished, nats.go retries that until the
+	// iterator is stopped, and Stop waits for the attempt in progress), so
+	// it runs in its own goroutine: an interrupt returns at once.
+	defer func() { go it.Stop() }()
+	msgs, errc, done := make(chan jetstream.Msg), make(chan error, 1), make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			msg, err := it.Next(jetstream.NextContext(ctx))
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case msgs <- msg:
+			case <-done:
+				return
+			}
+		}
+	}()
 	printed := 0
 	for *count == 0 || printed < *count {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+		var msg jetstream.Msg
+		select {
+		case <-ctx.Done():
+			return 0
+		case err := <-errc:
+			if ctx.Err() != nil {
 				return 0
 			}
+			// Not interrupted: the connection was closed for good, or worse.
 			fmt.Fprintf(c.stderr, "publisher watch: %v\n", err)
 			return 1
+		case msg = <-msgs:
 		}
 		e, err := events.DecodeNATS(msg.Headers(), msg.Data())
 		if err != nil {
