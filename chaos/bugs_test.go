@@ -1,0 +1,66 @@
+package chaos_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/pandabridge/pandabridge/events"
+	"github.com/pandabridge/pandabridge/internal/testkit"
+	"github.com/pandabridge/pandabridge/pandapon/sandbox"
+)
+
+// An output publish whose JetStream acknowledgement never arrives (the NATS
+// node that carried it died, as in
+// TestClusterNodeLossWithConsumersSharingTheDurable) must not hold its
+// refund for the whole PANDABRIDGE_HANDLER_TIMEOUT: each asynchronous
+// publish is bounded (pipeline's publish timeout, 10 s) and the input is
+// then redelivered; the output's Nats-Msg-Id makes the repeat harmless.
+// Before the bound, one refund's inputs stalled 55-58 s here.
+//
+// The test loses the acknowledgement on purpose: the output stream is
+// replaced for a moment by a plain subscriber that never answers, then
+// restored. A bounded, retried publish stores the output well within the
+// handler timeout (half of it is the bar); unbounded, it takes all of it.
+func TestLostPublishAckIsRetriedLongBeforeTheHandlerTimeout(t *testing.T) {
+	ns := testkit.NATS(t)
+	sb := testkit.Sandbox(t, sandbox.Options{GeneratedRefunds: 1})
+	b := connectBus(t, ns.URL, 1)
+	const handlerTimeout = 30 * time.Second
+	c := startConsumer(t, "consumer", consumerEnv(ns.URL, sb.URL, "PANDABRIDGE_HANDLER_TIMEOUT="+handlerTimeout.String()))
+	c.waitConsuming(20 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.js.DeleteStream(ctx, b.topo.OutputStream); err != nil {
+		t.Fatal(err)
+	}
+	var swallowed atomic.Int32
+	silent, err := b.nc.Subscribe(b.topo.Subjects.Of(events.TypeRefundUpdated), func(*nats.Msg) { swallowed.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Publish(t, b.js, testkit.Lookup(sandbox.GeneratedRefundID(0)))
+	testkit.Eventually(t, 10*time.Second, func() bool { return swallowed.Load() > 0 }, "the output publish to be in flight")
+
+	if err := silent.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.topo.EnsureStreams(ctx, b.js); err != nil {
+		t.Fatal(err)
+	}
+	restored := time.Now()
+	testkit.Eventually(t, handlerTimeout+10*time.Second, every(100*time.Millisecond, func() bool {
+		n, err := b.streamMsgs(b.topo.OutputStream)
+		return err == nil && n == 1
+	}), "the output to be stored")
+	// Bounded on its own means well under the handler timeout.
+	if took := time.Since(restored); took > handlerTimeout/2 {
+		t.Errorf("the output was stored %s after the output stream came back, want within %s: a publish whose ack was lost waits for the handler timeout (%s) instead of being bounded and retried",
+			took.Round(100*time.Millisecond), handlerTimeout/2, handlerTimeout)
+	} else {
+		t.Logf("output stored %s after the output stream came back", took.Round(100*time.Millisecond))
+	}
+}
