@@ -9,8 +9,8 @@ import (
 )
 
 // TestEveryVariableIsDocumented keeps README.md's configuration table in
-// step with the publisher's Config: every variable it reads is listed as
-// used by the publisher, with the code's default.
+// step with the publisher's Config and ServeConfig: every variable it reads
+// is listed as used by the publisher, with the code's default.
 func TestEveryVariableIsDocumented(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
@@ -21,18 +21,22 @@ func TestEveryVariableIsDocumented(t *testing.T) {
 		doc[m[1]] = [2]string{m[2], m[3]}
 	}
 	read := map[string]bool{}
-	ct := reflect.TypeOf(Config{})
-	for i := range ct.NumField() {
-		f := ct.Field(i)
-		name := f.Tag.Get("envconfig")
-		read[name] = true
-		row, ok := doc[name]
-		if !ok || !strings.Contains(row[0], "publisher") {
-			t.Errorf("%s (Config.%s) is not in README.md's table as used by the publisher", name, f.Name)
-			continue
-		}
-		if def := f.Tag.Get("default"); def != "" && !strings.Contains(row[1], "`"+def+"`") {
-			t.Errorf("README.md gives %s the default %q; the code's default is %q", name, row[1], def)
+	for _, ct := range []reflect.Type{reflect.TypeOf(Config{}), reflect.TypeOf(ServeConfig{})} {
+		for i := range ct.NumField() {
+			f := ct.Field(i)
+			name := f.Tag.Get("envconfig")
+			if name == "" {
+				continue
+			}
+			read[name] = true
+			row, ok := doc[name]
+			if !ok || !strings.Contains(row[0], "publisher") {
+				t.Errorf("%s (%s.%s) is not in README.md's table as used by the publisher", name, ct.Name(), f.Name)
+				continue
+			}
+			if def := f.Tag.Get("default"); def != "" && !strings.Contains(row[1], "`"+def+"`") {
+				t.Errorf("README.md gives %s the default %q; the code's default is %q", name, row[1], def)
+			}
 		}
 	}
 	for name, row := range doc {

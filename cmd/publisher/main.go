@@ -4,6 +4,8 @@
 //	publisher return-shipped --refund-id ID --company CODE --tracking-no NO --buyer-phone PHONE [--desc TEXT]
 //	publisher send [FILE|-]              one structured-mode CloudEvent JSON per line
 //	publisher watch [--refund-id ID] [--from-start]
+//	publisher serve                      HTTP ingest, PandaPon callbacks, webhooks out
+//	publisher dlq list|show|replay|purge  dead-letter tooling
 //
 // Environment: NATS_URL (default nats://127.0.0.1:4222), NATS_CREDS,
 // PANDABRIDGE_SUBJECT_PREFIX (default pandapon), PANDABRIDGE_SOURCE (source
@@ -68,6 +70,8 @@ Commands:
   return-shipped  report the return parcel of a refund (return.shipped)
   send            publish CloudEvents from a file or stdin, one JSON object per line
   watch           print refund.updated events as they are published, one JSON per line
+  serve           HTTP ingest (POST /events), PandaPon callbacks, and refund webhooks out
+  dlq             list, show, replay or purge dead letters
 
 Run "publisher <command> -h" for the flags of a command.
 
@@ -120,6 +124,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return c.send(ctx, rest)
 	case "watch":
 		return c.watch(ctx, rest)
+	case "serve":
+		return c.serve(ctx, rest)
+	case "dlq":
+		return c.dlq(ctx, rest)
 	}
 	fmt.Fprintf(stderr, "publisher: unknown command %q\n\n%s", cmd, usage)
 	return 2
