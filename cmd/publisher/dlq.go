@@ -13,6 +13,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -307,7 +308,7 @@ func (ds *dlqStream) clean(m *jetstream.RawStreamMsg) *jetstream.RawStreamMsg {
 	return m
 }
 
-// get returns the dead letter with sequence seq; jetstream.ErrMsgNotFound
+// getDeadLetter returns the dead letter with sequence seq; jetstream.ErrMsgNotFound
 // when there is none.
 func (c *cli) getDeadLetter(ctx context.Context, ds *dlqStream, seq uint64) (deadLetter, error) {
 	if ds == nil {
@@ -642,21 +643,11 @@ func (c *cli) collect(ctx context.Context, ds *dlqStream, sel selection) ([]dead
 			}
 			out = append(out, d)
 		}
-		slices.SortFunc(out, func(a, b deadLetter) int { return compareSeq(a.msg.Sequence, b.msg.Sequence) })
+		slices.SortFunc(out, func(a, b deadLetter) int { return cmp.Compare(a.msg.Sequence, b.msg.Sequence) })
 		return out, missing, nil
 	}
 	err := c.scan(ctx, ds, sel.f, func(d deadLetter) bool { out = append(out, d); return true })
 	return out, missing, err
-}
-
-func compareSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (c *cli) dlqReplay(ctx context.Context, args []string) int {
@@ -713,7 +704,7 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) int {
 			continue
 		}
 		if *dryRun {
-			fmt.Fprintf(c.stdout, "would replay %d -> %s (%s id %s)\n", seq, d.original, cell(d.typ), cell(d.id))
+			fmt.Fprintf(c.stdout, "would replay %d -> %s (type %s, id %s)\n", seq, d.original, cell(d.typ), cell(d.id))
 			replayed++
 			continue
 		}
