@@ -362,23 +362,48 @@ func (c *Client) call(ctx context.Context, st *callState, pathSuffix string, que
 	return &Response{Endpoint: ep, RequestID: env.RequestID, Msg: env.Msg, Data: env.Data, ReceivedAt: received, Attempts: st.attempts}, nil
 }
 
-// decodeEnvelope parses b as an envelope, requiring a code.
+// decodeEnvelope parses b as an envelope, requiring a code. Data is a
+// subslice of b (not copied), or nil when absent or null. It scans b once
+// (scanEnvelope) instead of encoding/json's validate-then-decode.
 func decodeEnvelope(b []byte) (Envelope, error) {
-	var env struct {
-		Envelope
-		Code *FlexInt `json:"code"`
-	}
-	if err := json.Unmarshal(b, &env); err != nil {
+	m, isObject, err := scanEnvelope(b)
+	if err != nil {
 		return Envelope{}, fmt.Errorf("not a PandaPon envelope: %w", err)
 	}
-	if env.Code == nil || !env.Code.Valid {
+	if !isObject {
+		return Envelope{}, errNotEnvelope
+	}
+	var env Envelope
+	if m.code == nil {
 		return Envelope{}, errors.New("not a PandaPon envelope: no code")
 	}
-	env.Envelope.Code = *env.Code
-	if bytes.Equal(env.Envelope.Data, []byte("null")) {
-		env.Envelope.Data = nil
+	if err := env.Code.UnmarshalJSON(m.code); err != nil || !env.Code.Valid {
+		return Envelope{}, fmt.Errorf("not a PandaPon envelope: code %.40s is not an integer", m.code)
 	}
-	return env.Envelope, nil
+	if m.msg != nil && !bytes.Equal(m.msg, []byte("null")) {
+		if m.msg[0] != '"' {
+			return Envelope{}, fmt.Errorf("not a PandaPon envelope: msg %.40s is not a string", m.msg)
+		}
+		if env.Msg, err = decodeString(m.msg); err != nil {
+			return Envelope{}, fmt.Errorf("not a PandaPon envelope: msg: %w", err)
+		}
+	}
+	for _, f := range []struct {
+		raw  []byte
+		dst  *FlexString
+		name string
+	}{{m.requestID, &env.RequestID, "requestId"}, {m.developID, &env.DevelopID, "developId"}} {
+		if f.raw == nil {
+			continue
+		}
+		if err := f.dst.UnmarshalJSON(f.raw); err != nil {
+			return Envelope{}, fmt.Errorf("not a PandaPon envelope: %s: %w", f.name, err)
+		}
+	}
+	if m.data != nil && !bytes.Equal(m.data, []byte("null")) {
+		env.Data = m.data
+	}
+	return env, nil
 }
 
 // checkRetry is the retryablehttp.CheckRetry policy: see Config and
