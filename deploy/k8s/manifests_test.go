@@ -2,6 +2,7 @@ package k8s_test
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path"
@@ -27,8 +28,10 @@ import (
 	psaapi "k8s.io/pod-security-admission/api"
 	psapolicy "k8s.io/pod-security-admission/policy"
 
+	"github.com/pandabridge/pandabridge/callbacks"
 	"github.com/pandabridge/pandabridge/deploy/k8s"
 	"github.com/pandabridge/pandabridge/pandapon/sandbox"
+	"github.com/pandabridge/pandabridge/webhooks"
 )
 
 const (
@@ -39,17 +42,40 @@ const (
 	// sandboxOnlyLabel marks the one Secret a manifest may carry: the dev
 	// overlay's copy of the sandbox's published credentials.
 	sandboxOnlyLabel = "pandabridge.io/sandbox-only"
-	// consumerShutdownAfterDrain bounds what the consumer does after the drain
-	// deadline: stopping its HTTP server (5s in cmd/consumer) and flushing.
-	consumerShutdownAfterDrain = 5 * time.Second
+	// shutdownAfterDrain bounds what a program does after its drain deadline:
+	// the consumer stops its HTTP server (5s in cmd/consumer) and flushes;
+	// publisher serve waits for its webhook deliveries and drains NATS.
+	shutdownAfterDrain = 5 * time.Second
 )
 
 // secretFiles are the variables naming files that must come from the
 // credentials Secret, with the Secret key each file must be.
 var secretFiles = map[string]string{
-	"PANDAPON_ACCESS_SECRET_FILE": "access-secret",
-	"NATS_CREDS":                  "nats.creds",
+	"PANDAPON_ACCESS_SECRET_FILE":             "access-secret",
+	"NATS_CREDS":                              "nats.creds",
+	"PANDABRIDGE_INGEST_TOKENS_FILE":          "ingest-tokens",
+	"PANDABRIDGE_INGEST_WEBHOOK_SECRETS_FILE": "ingest-webhook-secrets",
+	"PANDABRIDGE_CALLBACK_TOKEN_FILE":         "callback-token",
 }
+
+// devOnlyKeys are the keys dev's generated Secret may hold besides the
+// sandbox's access-secret, each checked as the program checks it. Their
+// values are published in the repository: they must say so.
+var devOnlyKeys = map[string]func(string) error{
+	"ingest-tokens": func(v string) error {
+		for _, t := range strings.Fields(v) {
+			if len(t) < 16 {
+				return fmt.Errorf("a token has %d characters; publisher serve wants at least 16", len(t))
+			}
+		}
+		return nil
+	},
+	"ingest-webhook-secrets": func(v string) error { _, err := webhooks.ParseSecret(v); return err },
+	"callback-token":         callbacks.ValidateToken,
+}
+
+// devOnlyPrefix starts every value of devOnlyKeys.
+const devOnlyPrefix = "dev-only-"
 
 // customKinds are the objects of CRDs (not in client-go's scheme) the
 // manifests may use; verify/ checks them against the CRDs' schemas.
@@ -464,6 +490,14 @@ func TestEveryVariableSetIsOneTheProgramReads(t *testing.T) {
 						used = used || (e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil && e.ValueFrom.ConfigMapKeyRef.Name == cm.Name)
 					}
 				}
+				for _, vol := range p.spec.Spec.Volumes {
+					used = used || (vol.ConfigMap != nil && vol.ConfigMap.Name == cm.Name)
+					if vol.Projected != nil {
+						for _, src := range vol.Projected.Sources {
+							used = used || (src.ConfigMap != nil && src.ConfigMap.Name == cm.Name)
+						}
+					}
+				}
 			}
 			if !used {
 				t.Errorf("%s: ConfigMap/%s is used by no container", m.Name, cm.Name)
@@ -482,8 +516,20 @@ func TestSecretsAreOnlyReferencedAsFiles(t *testing.T) {
 				continue
 			}
 			for k, v := range s.Data {
-				if k != "access-secret" || string(v) != sandbox.DefaultAccessSecret {
-					t.Errorf("%s: Secret/%s key %s holds something other than the sandbox's published secret", m.Name, s.Name, k)
+				check, devOnly := devOnlyKeys[k]
+				switch {
+				case k == "access-secret":
+					if string(v) != sandbox.DefaultAccessSecret {
+						t.Errorf("%s: Secret/%s key %s holds something other than the sandbox's published secret", m.Name, s.Name, k)
+					}
+				case !devOnly:
+					t.Errorf("%s: Secret/%s key %s: only access-secret and the dev-only keys %v may be generated", m.Name, s.Name, k, slices.Sorted(maps.Keys(devOnlyKeys)))
+				case !strings.HasPrefix(string(v), devOnlyPrefix):
+					t.Errorf("%s: Secret/%s key %s: a published value must start with %q", m.Name, s.Name, k, devOnlyPrefix)
+				default:
+					if err := check(string(v)); err != nil {
+						t.Errorf("%s: Secret/%s key %s: publisher serve would refuse it: %v", m.Name, s.Name, k, err)
+					}
 				}
 			}
 		}
@@ -514,8 +560,15 @@ func TestSecretsAreOnlyReferencedAsFiles(t *testing.T) {
 					if !ok {
 						continue
 					}
-					if problem := secretFile(&p.spec.Spec, c, file, key); problem != "" {
+					if _, problem := secretFile(&p.spec.Spec, c, file, key); problem != "" {
 						t.Errorf("%s: %s=%s: %s", where, name, file, problem)
+					}
+					// Where the manifests generate the Secret, the key must be
+					// in it: the program refuses a variable naming a missing file.
+					for _, s := range m.secrets {
+						if _, has := s.Data[key]; s.Name == credentialsSecret && s.Namespace == p.namespace && !has {
+							t.Errorf("%s: sets %s, but the generated Secret/%s has no key %s", where, name, s.Name, key)
+						}
 					}
 				}
 			}
@@ -524,60 +577,107 @@ func TestSecretsAreOnlyReferencedAsFiles(t *testing.T) {
 }
 
 // secretFile says what is wrong with file as key `key` of the credentials
-// Secret mounted into c, or "".
-func secretFile(spec *corev1.PodSpec, c corev1.Container, file, key string) string {
+// Secret mounted into c, or "". key "" accepts any key. optional says that
+// the kubelet starts the pod without the key (the file is then missing).
+func secretFile(spec *corev1.PodSpec, c corev1.Container, file, key string) (optional bool, problem string) {
 	for _, vm := range c.VolumeMounts {
-		if path.Dir(file) != path.Clean(vm.MountPath) {
+		rel, ok := strings.CutPrefix(path.Clean(file), path.Clean(vm.MountPath)+"/")
+		if !ok || vm.SubPath != "" {
 			continue
 		}
 		for _, vol := range spec.Volumes {
 			if vol.Name != vm.Name {
 				continue
 			}
-			if vol.Secret == nil || vol.Secret.SecretName != credentialsSecret {
-				return "not in a volume of Secret " + credentialsSecret
+			// A Secret volume, or the Secret sources of a projected one.
+			type source struct {
+				name     string
+				items    []corev1.KeyToPath
+				optional *bool
 			}
-			if len(vol.Secret.Items) == 0 {
-				if path.Base(file) != key {
-					return "the file must be the Secret's key " + key
+			var sources []source
+			switch {
+			case vol.Secret != nil:
+				sources = append(sources, source{vol.Secret.SecretName, vol.Secret.Items, vol.Secret.Optional})
+			case vol.Projected != nil:
+				for _, src := range vol.Projected.Sources {
+					if src.Secret != nil {
+						sources = append(sources, source{src.Secret.Name, src.Secret.Items, src.Secret.Optional})
+					}
 				}
-				return ""
 			}
-			for _, it := range vol.Secret.Items {
-				if it.Key == key && it.Path == path.Base(file) {
-					return ""
+			for _, src := range sources {
+				opt := src.optional != nil && *src.optional
+				if src.name != credentialsSecret {
+					continue
+				}
+				if len(src.items) == 0 {
+					if rel != key && key != "" {
+						return opt, "the file must be the Secret's key " + key
+					}
+					return opt, ""
+				}
+				for _, it := range src.items {
+					if path.Clean(it.Path) == rel && (key == "" || it.Key == key) {
+						return opt, ""
+					}
 				}
 			}
-			return "the volume does not project key " + key + " there"
+			if len(sources) == 0 {
+				return false, "not in a volume of Secret " + credentialsSecret
+			}
+			if key == "" {
+				return false, "the volume projects no key of Secret " + credentialsSecret + " there"
+			}
+			return false, "the volume does not project key " + key + " of Secret " + credentialsSecret + " there"
 		}
 	}
-	return "no volume is mounted at " + path.Dir(file)
+	return false, "no volume is mounted at " + path.Dir(file)
 }
 
 func TestGracePeriodOutlastsTheDrain(t *testing.T) {
-	consumer := programEnv(t, "consumer")
+	checked := map[string]int{}
 	for _, m := range variants(t) {
 		for _, p := range m.templates() {
 			for _, c := range p.spec.Spec.Containers {
-				if program(c) != "consumer" {
+				prog := program(c)
+				if prog != "consumer" && !isServe(c) {
 					continue
 				}
-				drain := consumer["PANDABRIDGE_DRAIN_TIMEOUT"].Default
-				if v, ok := m.env(t, p.where, c)["PANDABRIDGE_DRAIN_TIMEOUT"]; ok {
+				where := p.where + " container " + c.Name
+				drain := programEnv(t, prog)["PANDABRIDGE_DRAIN_TIMEOUT"].Default
+				if v, ok := m.env(t, where, c)["PANDABRIDGE_DRAIN_TIMEOUT"]; ok {
 					drain = v
 				}
 				d, err := time.ParseDuration(drain)
 				if err != nil {
-					t.Fatalf("%s: PANDABRIDGE_DRAIN_TIMEOUT=%q: %v", p.where, drain, err)
+					t.Fatalf("%s: PANDABRIDGE_DRAIN_TIMEOUT=%q: %v", where, drain, err)
+				}
+				// The kubelet counts the grace period from the start of
+				// preStop; SIGTERM comes after it.
+				var preStop time.Duration
+				if h := c.Lifecycle; h != nil && h.PreStop != nil {
+					switch {
+					case h.PreStop.Sleep != nil:
+						preStop = time.Duration(h.PreStop.Sleep.Seconds) * time.Second
+					default:
+						t.Errorf("%s: a preStop hook other than sleep: its duration cannot be checked", where)
+					}
 				}
 				grace := 30 * time.Second // Kubernetes' default
 				if g := p.spec.Spec.TerminationGracePeriodSeconds; g != nil {
 					grace = time.Duration(*g) * time.Second
 				}
-				if grace <= d+consumerShutdownAfterDrain {
-					t.Errorf("%s: terminationGracePeriodSeconds %s must exceed PANDABRIDGE_DRAIN_TIMEOUT %s + %s, or running handlers are killed mid-flight", p.where, grace, d, consumerShutdownAfterDrain)
+				if grace <= preStop+d+shutdownAfterDrain {
+					t.Errorf("%s: terminationGracePeriodSeconds %s must exceed preStop %s + PANDABRIDGE_DRAIN_TIMEOUT %s + %s, or work in flight is killed mid-way", where, grace, preStop, d, shutdownAfterDrain)
 				}
+				checked[prog]++
 			}
+		}
+	}
+	for _, prog := range []string{"consumer", "publisher"} {
+		if checked[prog] == 0 {
+			t.Errorf("no %s container checked: the check would pass vacuously", prog)
 		}
 	}
 }

@@ -123,6 +123,15 @@ func TestProgramEnvIsDerivedFromTheConfigStructs(t *testing.T) {
 	if _, ok := publisher["NATS_URL"]; !ok {
 		t.Errorf("cmd/publisher: NATS_URL not found among the variables it reads (%d found)", len(publisher))
 	}
+	// publisher serve's ServeConfig, which components/ingest configures.
+	for _, name := range []string{"PANDABRIDGE_INGEST_ADDR", "PANDABRIDGE_INGEST_TOKENS_FILE", "PANDABRIDGE_CALLBACK_TOKEN_FILE", "PANDABRIDGE_WEBHOOK_TARGETS_FILE", "PANDABRIDGE_STREAM_REPLICAS"} {
+		if _, ok := publisher[name]; !ok {
+			t.Errorf("cmd/publisher: %s not found among the variables it reads (%d found)", name, len(publisher))
+		}
+	}
+	if d := publisher["PANDABRIDGE_DRAIN_TIMEOUT"]; d.Type != "time.Duration" || d.Default != "20s" {
+		t.Errorf("cmd/publisher: PANDABRIDGE_DRAIN_TIMEOUT read as %+v, want a time.Duration defaulting to 20s", d)
+	}
 	if _, ok := publisher["PANDAPON_ACCESS_KEY"]; ok {
 		t.Errorf("cmd/publisher reads PANDAPON_ACCESS_KEY? The derivation mixed up the programs")
 	}

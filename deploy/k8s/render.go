@@ -12,11 +12,12 @@ import (
 	"io/fs"
 	"path"
 	"path/filepath"
-	"strings"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
 )
 
 // tree is deploy/k8s's kustomize tree, YAML files only.
@@ -40,12 +41,12 @@ type Variant struct {
 }
 
 // Variants are every deployment the repository offers: the two overlays as
-// they are, and prod with each component that is not in an overlay yet.
+// they are (both include components/ingest), and prod with each component
+// that is not in an overlay.
 var Variants = []Variant{
 	{Name: "dev", Overlay: "overlays/dev"},
 	{Name: "prod", Overlay: "overlays/prod", Production: true},
 	{Name: "prod+hpa", Overlay: "overlays/prod", Components: []string{"components/hpa"}, Production: true},
-	{Name: "prod+ingest", Overlay: "overlays/prod", Components: []string{"components/ingest"}, Production: true},
 }
 
 // Render runs kustomize on v, as `kubectl kustomize` would, and returns the
@@ -69,21 +70,33 @@ func Render(v Variant) ([]byte, error) {
 	dir := path.Join(root, v.Overlay)
 	if len(v.Components) > 0 {
 		// As a user enables a component: listed in the overlay's own
-		// kustomization, so that its namespace, images and generators apply.
+		// kustomization, after the components it already lists, so that its
+		// namespace, images, generators and patches apply.
 		k, err := tree.ReadFile(path.Join(v.Overlay, "kustomization.yaml"))
 		if err != nil {
 			return nil, err
 		}
-		if strings.Contains(string(k), "\ncomponents:") {
-			return nil, fmt.Errorf("%s: %s already lists components; Render only appends a list", v.Name, v.Overlay)
+		var kust map[string]any
+		if err := yaml.Unmarshal(k, &kust); err != nil {
+			return nil, fmt.Errorf("%s: %s/kustomization.yaml: %w", v.Name, v.Overlay, err)
 		}
-		k = append(k, "\ncomponents:\n"...)
+		list, ok := kust["components"].([]any)
+		if kust["components"] != nil && !ok {
+			return nil, fmt.Errorf("%s: %s/kustomization.yaml: components is not a list", v.Name, v.Overlay)
+		}
 		for _, c := range v.Components {
 			rel, err := filepath.Rel(v.Overlay, c)
 			if err != nil {
 				return nil, err
 			}
-			k = append(k, "  - "+filepath.ToSlash(rel)+"\n"...)
+			if slices.Contains(list, any(filepath.ToSlash(rel))) {
+				return nil, fmt.Errorf("%s: %s already includes %s", v.Name, v.Overlay, c)
+			}
+			list = append(list, filepath.ToSlash(rel))
+		}
+		kust["components"] = list
+		if k, err = yaml.Marshal(kust); err != nil {
+			return nil, err
 		}
 		if err := mem.WriteFile(path.Join(dir, "kustomization.yaml"), k); err != nil {
 			return nil, err
