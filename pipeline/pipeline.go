@@ -95,9 +95,10 @@ type Config struct {
 	Concurrency int
 	// MaxInFlight caps inputs this process has received and not yet
 	// settled, including those waiting behind an earlier input for the same
-	// refund (default 4 × Concurrency). The durable consumer's
-	// MaxAckPending, shared by all replicas, is set to max(1000,
-	// 4 × MaxInFlight).
+	// refund (default 2 × Concurrency: enough to keep every worker busy
+	// while some refunds wait, without holding more memory and ack waits).
+	// The durable consumer's MaxAckPending, shared by all replicas, is set
+	// to max(1000, 4 × MaxInFlight).
 	MaxInFlight int
 	// AckWait is the consumer's ack wait (default 30 s); held messages are
 	// marked in progress every AckWait/3.
@@ -129,7 +130,7 @@ func (c *Config) setDefaults() {
 		c.Concurrency = DefaultConcurrency
 	}
 	if c.MaxInFlight <= 0 {
-		c.MaxInFlight = 4 * c.Concurrency
+		c.MaxInFlight = 2 * c.Concurrency
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = DefaultAckWait

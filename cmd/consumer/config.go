@@ -176,7 +176,7 @@ func (c *Config) Validate(dev bool) error {
 		}
 	}
 	if c.MaxInFlight != 0 && c.MaxInFlight < c.Concurrency {
-		bad("PANDABRIDGE_MAX_IN_FLIGHT=%d: must be 0 (4 × concurrency) or at least PANDABRIDGE_CONCURRENCY=%d", c.MaxInFlight, c.Concurrency)
+		bad("PANDABRIDGE_MAX_IN_FLIGHT=%d: must be 0 (2 × concurrency) or at least PANDABRIDGE_CONCURRENCY=%d", c.MaxInFlight, c.Concurrency)
 	}
 	if c.PandaPonRateLimit <= 0 {
 		bad("PANDAPON_RATE_LIMIT=%v: must be a positive number of requests per second", c.PandaPonRateLimit)
