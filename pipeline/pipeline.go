@@ -40,6 +40,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,8 +99,15 @@ type Config struct {
 	// refund (default 2 × Concurrency: enough to keep every worker busy
 	// while some refunds wait, without holding more memory and ack waits).
 	// The durable consumer's MaxAckPending, shared by all replicas, is set
-	// to max(1000, 4 × MaxInFlight).
+	// to max(1000, 4 × (MaxInFlight + MaxQueued)).
 	MaxInFlight int
+	// MaxQueued caps inputs waiting behind an earlier input of the same
+	// refund that do not count against MaxInFlight (default
+	// 4 × MaxInFlight). Without it one refund with a backlog could fill
+	// every MaxInFlight slot and idle the workers while other refunds'
+	// inputs wait on the server; beyond it, further queued inputs hold a
+	// MaxInFlight slot again, which is what finally slows fetching down.
+	MaxQueued int
 	// AckWait is the consumer's ack wait (default 30 s); held messages are
 	// marked in progress every AckWait/3.
 	AckWait time.Duration
@@ -131,6 +139,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 2 * c.Concurrency
+	}
+	if c.MaxQueued <= 0 {
+		c.MaxQueued = 4 * c.MaxInFlight
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = DefaultAckWait
@@ -182,6 +193,7 @@ type Pipeline struct {
 
 	mu       sync.Mutex
 	keys     map[string][]*job                // inputs queued behind a busy refund; presence = busy
+	queued   int                              // queued inputs that gave their MaxInFlight slot back
 	inflight map[*job]struct{}                // held messages, for in-progress signals
 	cancels  map[*job]context.CancelCauseFunc // running handlers
 }
@@ -195,6 +207,7 @@ type job struct {
 	key      string // refund id; "" for an undecodable message
 	typ      string // event type for labels ("unknown" when undecodable)
 	invalid  error  // set when the message can never be processed
+	queued   bool   // waiting behind its refund without a MaxInFlight slot
 }
 
 // pending is an input whose outputs were sent with PublishMsgAsync.
@@ -397,7 +410,7 @@ func (p *Pipeline) ensure(ctx context.Context) (jetstream.Consumer, error) {
 		MaxDeliver: p.cfg.MaxDeliveries + maxDeliverSlack,
 		// Each process bounds what it holds (MaxInFlight); the server-wide
 		// cap only has to leave room for every replica's share.
-		MaxAckPending: max(defaultMaxAckPending, 4*p.cfg.MaxInFlight),
+		MaxAckPending: max(defaultMaxAckPending, 4*(p.cfg.MaxInFlight+p.cfg.MaxQueued)),
 	})
 }
 
@@ -446,16 +459,24 @@ func (p *Pipeline) heartbeat(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		// Under the lock: settling a message untracks it first (settleMsg),
+		// so no in-progress signal can follow its Nak and undo the delay.
+		// InProgress only buffers a publish, so the lock is held briefly.
 		p.mu.Lock()
-		held := make([]*job, 0, len(p.inflight))
 		for j := range p.inflight {
-			held = append(held, j)
-		}
-		p.mu.Unlock()
-		for _, j := range held {
 			_ = j.msg.InProgress()
 		}
+		p.mu.Unlock()
 	}
+}
+
+// settleMsg stops the in-progress signals for j, then acks, naks or
+// terminates its message with action.
+func (p *Pipeline) settleMsg(j *job, action func() error) error {
+	p.mu.Lock()
+	delete(p.inflight, j)
+	p.mu.Unlock()
+	return action()
 }
 
 // accept decodes a message (it holds a MaxInFlight slot) and makes it
@@ -479,8 +500,18 @@ func (p *Pipeline) accept(msg jetstream.Msg) {
 	p.inflight[j] = struct{}{}
 	if j.key != "" {
 		if q, busy := p.keys[j.key]; busy {
+			gaveBack := p.queued < p.cfg.MaxQueued
+			if gaveBack {
+				j.queued = true
+				p.queued++
+			}
 			p.keys[j.key] = append(q, j)
 			p.mu.Unlock()
+			if gaveBack {
+				// Its slot goes back to fetching other refunds. (Not
+				// j.queued: finish may already have made j runnable.)
+				<-p.held
+			}
 			return
 		}
 		p.keys[j.key] = nil
@@ -508,7 +539,14 @@ func (p *Pipeline) acker() {
 		for _, f := range pd.futures {
 			select {
 			case <-f.Ok():
-			case err = <-f.Err():
+			case ferr := <-f.Err():
+				// The output may be stored although its ack was lost (a
+				// reconnect fails every pending publish at once): publish
+				// it again and wait; its Nats-Msg-Id makes a repeat
+				// harmless, and a duplicate ack proves it is stored.
+				if rerr := p.republish(f.Msg()); rerr != nil {
+					err = fmt.Errorf("%w; again: %w", ferr, rerr)
+				}
 			}
 			if err != nil {
 				break
@@ -527,16 +565,29 @@ func (p *Pipeline) acker() {
 	}
 }
 
+// republish publishes msg synchronously within publishTimeout.
+func (p *Pipeline) republish(msg *nats.Msg) error {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	_, err := p.js.PublishMsg(ctx, msg)
+	return err
+}
+
 // finish releases a settled input: its slot, its refund (whose next input
 // becomes runnable), its metrics and its log line.
 func (p *Pipeline) finish(j *job, st settlement) {
 	p.mu.Lock()
 	delete(p.inflight, j)
 	var next *job
+	inherit := false
 	if j.key != "" {
 		if q := p.keys[j.key]; len(q) > 0 {
 			next, q[0] = q[0], nil
 			p.keys[j.key] = q[1:]
+			if next.queued { // it takes over j's MaxInFlight slot
+				next.queued, inherit = false, true
+				p.queued--
+			}
 		} else {
 			delete(p.keys, j.key)
 		}
@@ -545,7 +596,9 @@ func (p *Pipeline) finish(j *job, st settlement) {
 	if next != nil {
 		p.runnable <- next
 	}
-	<-p.held
+	if !inherit {
+		<-p.held
+	}
 	took := time.Since(j.received)
 	p.m.InFlight.Dec()
 	p.m.Consumed.WithLabelValues(j.typ, st.outcome).Inc()
@@ -605,7 +658,7 @@ var (
 // asynchronously, returns them as pending for the acker.
 func (p *Pipeline) settle(j *job) (*pending, settlement) {
 	if p.stopping.Load() {
-		_ = j.msg.Nak() // not started: hand back for another replica
+		_ = p.settleMsg(j, j.msg.Nak) // not started: hand back for another replica
 		return nil, settledHandedBack.with(slog.String("reason", "shutdown before it started"))
 	}
 	if j.invalid != nil {
@@ -649,7 +702,7 @@ func (p *Pipeline) settle(j *job) (*pending, settlement) {
 // redelivered after a backoff.
 func (p *Pipeline) failed(j *job, err error, drainDeadline bool) settlement {
 	if drainDeadline {
-		_ = j.msg.Nak()
+		_ = p.settleMsg(j, j.msg.Nak)
 		return settledHandedBack.with(slog.String("reason", "drain deadline reached while handling"), slog.Any("error", err))
 	}
 	deliveries := p.deliveries(j)
@@ -658,14 +711,14 @@ func (p *Pipeline) failed(j *job, err error, drainDeadline bool) settlement {
 			"failed on delivery %d of %d: %v", deliveries, p.cfg.MaxDeliveries, err))
 	}
 	delay := p.backoff(deliveries, err)
-	_ = j.msg.NakWithDelay(delay)
+	_ = p.settleMsg(j, func() error { return j.msg.NakWithDelay(delay) })
 	return settledRetry.with(slog.Any("error", err), slog.Duration("retry_in", delay))
 }
 
 // published acks an input whose outputs JetStream has stored.
 func (p *Pipeline) published(j *job, outs []handlers.Output) settlement {
 	st := settledPublished
-	if err := j.msg.Ack(); err != nil {
+	if err := p.settleMsg(j, j.msg.Ack); err != nil {
 		st = st.with(slog.String("ack_error", err.Error()+"; the input will be redelivered and handled idempotently"))
 	}
 	for _, o := range outs {
@@ -774,6 +827,9 @@ func (p *Pipeline) deadLetter(j *job, kind, reason string) settlement {
 	dl := nats.NewMsg(subject)
 	dl.Data = j.msg.Data()
 	for k, v := range j.msg.Headers() {
+		if isPublishInstruction(k) {
+			continue
+		}
 		dl.Header[k] = slices.Clone(v)
 	}
 	dl.Header.Set(HeaderDLQReason, reason)
@@ -785,14 +841,25 @@ func (p *Pipeline) deadLetter(j *job, kind, reason string) settlement {
 	defer cancel()
 	if _, err := p.js.PublishMsg(ctx, dl); err != nil {
 		delay := p.backoff(p.deliveries(j), err)
-		_ = j.msg.NakWithDelay(delay)
+		_ = p.settleMsg(j, func() error { return j.msg.NakWithDelay(delay) })
 		st := settledRetry.with(slog.String("error", "could not dead-letter: "+err.Error()), slog.String("dlq_reason", reason), slog.Duration("retry_in", delay))
 		st.level = slog.LevelError
 		return st
 	}
-	_ = j.msg.TermWithReason(truncate(reason, 200))
+	_ = p.settleMsg(j, func() error { return j.msg.TermWithReason(truncate(reason, 200)) })
 	p.m.DeadLettered.WithLabelValues(j.typ, kind).Inc()
 	return settledDeadLettered.with(slog.String("dlq_subject", subject), slog.String("dlq_reason", reason))
+}
+
+// isPublishInstruction reports headers that instruct JetStream at publish
+// time (Nats-Expected-Stream, -Last-Sequence, ..., Nats-Rollup, Nats-TTL)
+// rather than carry data. A dead letter keeps every other header byte for
+// byte; these are dropped, because the server would apply them to the
+// dead-letter stream and refuse the dead letter (an expected stream of
+// PANDAPON_INPUT can never match PANDAPON_DLQ). Nats-Msg-Id is kept.
+func isPublishInstruction(header string) bool {
+	h := strings.ToLower(header)
+	return strings.HasPrefix(h, "nats-expected-") || h == "nats-rollup" || h == "nats-ttl"
 }
 
 func (p *Pipeline) deliveries(j *job) int {
