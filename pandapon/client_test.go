@@ -146,8 +146,25 @@ func TestRetriesServerErrorsAndSignsEachAttempt(t *testing.T) {
 	}
 }
 
+func TestSubmissionIsRetriedOnlyWhenProvablyNotProcessed(t *testing.T) {
+	desc := "test"
+	r := ReturnLogistics{RefundID: "110000303674", LogisticsCompanyCode: "SF", LogisticsNo: "SF00111test", BuyerPhone: "15068763422", ReturnGoodsDesc: &desc}
+	// A 5xx or a timeout may come after PandaPon recorded the parcel: no
+	// retry, the caller re-queries first.
+	for _, rp := range []reply{{status: 500}, {status: 502}, {hang: 10 * time.Second, status: 200}} {
+		rs := newRecordingServer(t, rp, reply{status: 200, body: `{"code":200,"msg":"SUCCESS","data":{}}`})
+		c := newTestClient(t, rs.URL, func(c *Config) { c.AttemptTimeout = 100 * time.Millisecond })
+		if _, err := c.SubmitReturnLogistics(context.Background(), r); !errors.Is(err, ErrTransient) {
+			t.Errorf("after %+v: err = %v, want transient", rp, err)
+		}
+		if n := len(rs.seen()); n != 1 {
+			t.Errorf("after %+v: %d submissions sent, want 1: a repeat could record the parcel twice", rp, n)
+		}
+	}
+}
+
 func TestRetriesPostWithSameBody(t *testing.T) {
-	rs := newRecordingServer(t, reply{status: 500}, reply{status: 200, body: `{"code":200,"msg":"SUCCESS","data":{"currency":"CNY"}}`})
+	rs := newRecordingServer(t, reply{status: 429}, reply{status: 200, body: `{"code":200,"msg":"SUCCESS","data":{"currency":"CNY"}}`})
 	c := newTestClient(t, rs.URL, nil)
 	desc := "test"
 	_, err := c.SubmitReturnLogistics(context.Background(), ReturnLogistics{RefundID: "110000303674", LogisticsCompanyCode: "SF", LogisticsNo: "SF00111test", BuyerPhone: "15068763422", ReturnGoodsDesc: &desc})

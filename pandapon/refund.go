@@ -16,16 +16,15 @@ var (
 
 	// EndpointSubmitReturnLogistics is "return logistics submission".
 	//
-	// It is RetrySafe although it is a POST: PandaPon records a return's
-	// logistics once, moving the refund from status 20 (waiting for the
-	// buyer's return) to 30 (returned), and refuses a second submission with
-	// a business error, because the refund is no longer at 20. A duplicate
-	// caused by a retry after an ambiguous failure (the first attempt was
-	// processed but its answer was lost) therefore cannot record anything
-	// twice; at worst the retry is answered with that business error, which
-	// the caller resolves by querying the refund and finding its logistics
-	// already recorded (see handlers).
-	EndpointSubmitReturnLogistics = Endpoint{Method: "POST", Path: "/open/order/refund/render/submit/logistics", RetrySafe: true}
+	// It is not RetrySafe: after an ambiguous failure (a timeout or a reset
+	// connection once the request was sent) PandaPon may have recorded the
+	// parcel, and pandabridge promises never to submit the same logistics
+	// twice. The client repeats it only when the request provably was not
+	// processed (HTTP 429, connection refused); any other failure goes back
+	// to the caller, whose next attempt queries the refund first and finds
+	// the parcel if it was recorded (see handlers). PandaPon would refuse a
+	// repeat anyway (the refund has left status 20), but it is never sent.
+	EndpointSubmitReturnLogistics = Endpoint{Method: "POST", Path: "/open/order/refund/render/submit/logistics", RetrySafe: false}
 
 	// EndpointCancelRefund is "reverse order cancellation"; the refundId is
 	// appended to the path. Cancelling a closed refund is refused, so a
@@ -62,7 +61,7 @@ type ReturnLogistics struct {
 
 // SubmitReturnLogistics records the return parcel of a return-and-refund.
 // Its Data holds currency, distributorId, logisticsCompanyList and the
-// updated refundOrderAggregate. See EndpointSubmitReturnLogistics for why
+// updated refundOrderAggregate. See EndpointSubmitReturnLogistics for when
 // it is retried.
 func (c *Client) SubmitReturnLogistics(ctx context.Context, r ReturnLogistics) (*Response, error) {
 	switch {

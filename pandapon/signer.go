@@ -99,15 +99,16 @@ func NewNonce() string {
 type Credentials struct {
 	AccessKey    string
 	AccessSecret Secret
-	// UserID is sent as the user-id header when non-empty.
+	// UserID is sent as the user-id header (empty when unset: PandaPon's
+	// pages list the header on every request).
 	UserID string
 	// TimestampUnit defaults to Milliseconds.
 	TimestampUnit TimestampUnit
 }
 
 // SignRequest sets all five system headers on h for a request made at now,
-// with a fresh nonce. Call it once per attempt: a retried request must carry
-// a new nonce and timestamp.
+// with a fresh nonce (user-id empty when Credentials.UserID is). Call it
+// once per attempt: a retried request must carry a new nonce and timestamp.
 func (c Credentials) SignRequest(h http.Header, now time.Time) {
 	ts := c.TimestampUnit.Format(now)
 	nonce := NewNonce()

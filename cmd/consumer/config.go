@@ -56,6 +56,7 @@ type Config struct {
 
 	Concurrency     int           `envconfig:"PANDABRIDGE_CONCURRENCY" default:"32"`
 	MaxInFlight     int           `envconfig:"PANDABRIDGE_MAX_IN_FLIGHT" default:"0"`
+	MaxQueued       int           `envconfig:"PANDABRIDGE_MAX_QUEUED" default:"0"`
 	MaxDeliveries   int           `envconfig:"PANDABRIDGE_MAX_DELIVERIES" default:"5"`
 	AckWait         time.Duration `envconfig:"PANDABRIDGE_ACK_WAIT" default:"30s"`
 	BackoffMin      time.Duration `envconfig:"PANDABRIDGE_BACKOFF_MIN" default:"1s"`
@@ -166,6 +167,7 @@ func (c *Config) Validate(dev bool) error {
 		v    int
 	}{
 		{"PANDABRIDGE_MAX_IN_FLIGHT", c.MaxInFlight},
+		{"PANDABRIDGE_MAX_QUEUED", c.MaxQueued},
 		{"PANDAPON_BURST", c.PandaPonBurst},
 		{"PANDAPON_MAX_CONCURRENT", c.PandaPonMaxConcurrent},
 		{"PANDAPON_MAX_RETRIES", c.PandaPonMaxRetries},
@@ -218,13 +220,35 @@ func (c *Config) Validate(dev bool) error {
 }
 
 // Print writes the effective configuration as NAME=value lines in the
-// order of the struct; secrets print as [REDACTED].
+// order of the struct; secrets print as [REDACTED], and so does the
+// password of a URL (nats://user:password@host).
 func (c Config) Print(w io.Writer) {
+	c.NATSURL = redactURLs(c.NATSURL)
+	c.PandaPonBaseURL = redactURLs(c.PandaPonBaseURL)
 	v := reflect.ValueOf(c)
 	t := v.Type()
 	for i := range t.NumField() {
 		fmt.Fprintf(w, "%s=%v\n", t.Field(i).Tag.Get("envconfig"), v.Field(i).Interface())
 	}
+}
+
+// redactURLs hides the password of each URL in a comma-separated list;
+// parts that do not parse are shown as [UNPARSABLE URL], since they may
+// hold one.
+func redactURLs(list string) string {
+	if list == "" {
+		return ""
+	}
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "[UNPARSABLE URL]"
+			continue
+		}
+		parts[i] = u.Redacted()
+	}
+	return strings.Join(parts, ",")
 }
 
 func parseLevel(s string) (slog.Level, error) {

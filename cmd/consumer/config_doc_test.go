@@ -58,12 +58,14 @@ func TestEveryVariableIsDocumented(t *testing.T) {
 
 func TestPrintConfigRedactsSecrets(t *testing.T) {
 	var b strings.Builder
-	Config{PandaPonAccessSecret: "hunter2-secret", PandaPonAccessKey: "key", Concurrency: 7}.Print(&b)
+	Config{PandaPonAccessSecret: "hunter2-secret", PandaPonAccessKey: "key", Concurrency: 7,
+		NATSURL: "nats://alice:natspw-secret@n1:4222,nats://alice:natspw-secret@n2:4222"}.Print(&b)
 	out := b.String()
-	if strings.Contains(out, "hunter2-secret") {
+	if strings.Contains(out, "hunter2-secret") || strings.Contains(out, "natspw-secret") {
 		t.Errorf("-print-config shows the secret:\n%s", out)
 	}
-	for _, want := range []string{"PANDAPON_ACCESS_SECRET=[REDACTED]\n", "PANDAPON_ACCESS_KEY=key\n", "PANDABRIDGE_CONCURRENCY=7\n"} {
+	for _, want := range []string{"PANDAPON_ACCESS_SECRET=[REDACTED]\n", "PANDAPON_ACCESS_KEY=key\n", "PANDABRIDGE_CONCURRENCY=7\n",
+		"NATS_URL=nats://alice:xxxxx@n1:4222,nats://alice:xxxxx@n2:4222\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("-print-config lacks %q:\n%s", want, out)
 		}

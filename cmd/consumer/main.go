@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -194,6 +195,7 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 		Topology:       topo,
 		Concurrency:    cfg.Concurrency,
 		MaxInFlight:    cfg.MaxInFlight,
+		MaxQueued:      cfg.MaxQueued,
 		AckWait:        cfg.AckWait,
 		MaxDeliveries:  cfg.MaxDeliveries,
 		BackoffMin:     cfg.BackoffMin,
@@ -247,7 +249,12 @@ func connect(cfg Config, log *slog.Logger) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(cfg.NATSURL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS_URL: %w", err)
+		// A *url.Error quotes the whole URL, password included.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("connecting to NATS_URL %s: %w", redactURLs(cfg.NATSURL), err)
 	}
 	return nc, nil
 }

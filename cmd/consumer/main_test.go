@@ -184,6 +184,22 @@ func TestConfigErrorsNameTheVariableAndHideTheSecret(t *testing.T) {
 	}
 }
 
+func TestNATSPasswordIsNotShownWhenTheURLIsBad(t *testing.T) {
+	cmd := exec.Command(bin.consumer)
+	cmd.Env = baseEnv("NATS_URL=nats://alice:natspw-secret@127.0.0.1:42x22", "PANDAPON_ACCESS_KEY=k", "PANDAPON_ACCESS_SECRET=s",
+		"PANDABRIDGE_HTTP_ADDR=127.0.0.1:0")
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("exit %d, want 1; output:\n%s", code, out)
+	}
+	if strings.Contains(string(out), "natspw-secret") {
+		t.Errorf("the NATS password appears in the output:\n%s", out)
+	}
+	if !strings.Contains(string(out), "invalid port") {
+		t.Errorf("the output does not say what is wrong with NATS_URL:\n%s", out)
+	}
+}
+
 func TestConsumerProcessEndToEndNeverLogsTheSecret(t *testing.T) {
 	const secret = "S3cret-value-that-must-never-be-logged"
 	ns := testkit.NATS(t)

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -152,7 +153,7 @@ func (c *cli) connect() error {
 	}
 	nc, err := nats.Connect(c.cfg.NATSURL, opts...)
 	if err != nil {
-		return fmt.Errorf("connecting to NATS at %s (NATS_URL): %w", redactURL(c.cfg.NATSURL), err)
+		return natsConnectError(c.cfg.NATSURL, err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -187,6 +188,16 @@ func (c *cli) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, er
 		return nil, fmt.Errorf("publishing to %s: %w", msg.Subject, err)
 	}
 	return ack, nil
+}
+
+// natsConnectError describes a failed connection without the password of
+// NATS_URL (a *url.Error from nats.Connect quotes the whole URL).
+func natsConnectError(urls string, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return fmt.Errorf("connecting to NATS at %s (NATS_URL): %w", redactURL(urls), err)
 }
 
 // redactURL drops user:password from a URL list for messages.

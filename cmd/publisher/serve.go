@@ -372,7 +372,7 @@ func (c *cli) dialServe(log *slog.Logger) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(c.cfg.NATSURL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS at %s (NATS_URL): %w", redactURL(c.cfg.NATSURL), err)
+		return nil, natsConnectError(c.cfg.NATSURL, err)
 	}
 	return nc, nil
 }
