@@ -252,7 +252,9 @@ const batchGather = 5 * time.Millisecond
 
 // Ready reports whether the pipeline is connected to NATS with its streams
 // and consumer in place (the /readyz condition).
-func (p *Pipeline) Ready() bool { return p.ready.Load() && p.nc.IsConnected() }
+func (p *Pipeline) Ready() bool {
+	return p.ready.Load() && !p.stopping.Load() && p.nc.IsConnected()
+}
 
 // Run sets up the streams and the consumer (retrying while NATS is
 // unavailable) and consumes until ctx is done. Then it stops fetching, hands
@@ -414,9 +416,9 @@ func (p *Pipeline) ensure(ctx context.Context) (jetstream.Consumer, error) {
 	})
 }
 
-// watchConsumer polls the consumer's info: it keeps Ready truthful (the
-// consumer or stream may be deleted, NATS may restart) and updates the lag
-// gauges.
+// watchConsumer polls the consumer's info and the streams every 2 s: it
+// keeps Ready truthful (a stream or the consumer may be deleted, NATS may
+// restart), recreates what is missing, and updates the lag gauges.
 func (p *Pipeline) watchConsumer(ctx context.Context, cons jetstream.Consumer) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
@@ -428,6 +430,12 @@ func (p *Pipeline) watchConsumer(ctx context.Context, cons jetstream.Consumer) {
 		}
 		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		info, err := cons.Info(ictx)
+		if err == nil {
+			// The output and dead-letter streams matter as much: without
+			// them every input would fail. EnsureStreams recreates a
+			// missing one and leaves existing ones alone.
+			err = p.cfg.Topology.EnsureStreams(ictx, p.js)
+		}
 		cancel()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -441,7 +449,9 @@ func (p *Pipeline) watchConsumer(ctx context.Context, cons jetstream.Consumer) {
 			}
 			continue
 		}
-		p.ready.Store(!p.stopping.Load())
+		if !p.stopping.Load() {
+			p.ready.Store(true)
+		}
 		p.m.ConsumerPending.Set(float64(info.NumPending))
 		p.m.ConsumerAckPending.Set(float64(info.NumAckPending))
 	}

@@ -88,3 +88,22 @@ func TestPoisonWithPublishPreconditionIsDeadLettered(t *testing.T) {
 	}
 	e.settled()
 }
+
+// A deleted output stream is noticed and recreated: readiness drops while
+// it is missing and outputs flow again once it is back.
+func TestDeletedOutputStreamIsRecreated(t *testing.T) {
+	e := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.js.DeleteStream(ctx, e.topo.OutputStream); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		_, err := e.js.Stream(ctx, e.topo.OutputStream)
+		return err == nil
+	}, "the output stream to be recreated")
+	in := testkit.Lookup("110002687818")
+	e.publish(in)
+	out := testkit.Collect(t, e.js, e.topo.OutputStream, e.topo.Subjects.Outputs()...)
+	out.WaitN(t, 1, 10*time.Second)
+}
