@@ -174,6 +174,10 @@ func (c *Config) setDefaults() {
 			IdleConnTimeout:       90 * time.Second,
 			TLSHandshakeTimeout:   10 * time.Second,
 			ExpectContinueTimeout: time.Second,
+			// Requests are a few hundred bytes and answers a few kB: small
+			// bufio buffers keep a pool of hundreds of connections light.
+			WriteBufferSize: 1 << 10,
+			ReadBufferSize:  2 << 10,
 		}
 	}
 }
