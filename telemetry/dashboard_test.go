@@ -10,19 +10,39 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pandabridge/pandabridge/callbacks"
+	"github.com/pandabridge/pandabridge/delivery"
+	"github.com/pandabridge/pandabridge/ingest"
 	"github.com/pandabridge/pandabridge/pandapon"
 	"github.com/pandabridge/pandabridge/pipeline"
 	"github.com/pandabridge/pandabridge/telemetry"
 )
 
-// exportedFamilies returns the metric names the consumer exports, with the
-// series suffixes of histograms.
+// exportedFamilies returns the metric names the consumer and publisher
+// serve export, with the series suffixes of histograms.
 func exportedFamilies(t *testing.T) map[string]bool {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	m := pipeline.NewMetrics(reg)
 	pm := telemetry.NewPandaPonMetrics(reg)
 	telemetry.RegisterBuildInfo(reg, "consumer")
+	// publisher serve's collectors.
+	im := ingest.NewMetrics(reg)
+	cm := callbacks.NewMetrics(reg)
+	dm := delivery.NewMetrics(reg)
+	im.Requests.WithLabelValues("binary", "202").Inc()
+	im.Events.WithLabelValues("t", "accepted").Inc()
+	im.AuthFailures.WithLabelValues("r").Inc()
+	im.Duration.WithLabelValues("binary").Observe(1)
+	cm.Received.WithLabelValues("9", "stored").Inc()
+	cm.Lookups.WithLabelValues("new").Inc()
+	cm.Rejected.WithLabelValues("wrong_token").Inc()
+	dm.Deliveries.WithLabelValues("t", "delivered").Inc()
+	dm.Attempts.WithLabelValues("t", "2xx").Inc()
+	dm.AttemptSeconds.WithLabelValues("t").Observe(1)
+	dm.DeadLettered.WithLabelValues("t", "horizon").Inc()
+	dm.InFlight.WithLabelValues("t").Set(1)
+	dm.Latency.WithLabelValues("t").Observe(1)
 	// Touch every vector so that it is gathered.
 	m.Consumed.WithLabelValues("t", "o").Inc()
 	m.Published.WithLabelValues("t").Inc()
