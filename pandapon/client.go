@@ -246,6 +246,15 @@ type Endpoint struct {
 // String returns "METHOD /path", the form used in errors.
 func (e Endpoint) String() string { return e.Method + " " + e.Path }
 
+// Canonical header keys and a shared value, set without
+// http.Header.Set's per-call canonicalisation. headerJSON is never
+// modified.
+var (
+	headerContentType = http.CanonicalHeaderKey("Content-Type")
+	headerAccept      = http.CanonicalHeaderKey("Accept")
+	headerJSON        = []string{"application/json"}
+)
+
 // callState travels in the request context so that the shared retry
 // policies know about the call they are deciding for.
 type callState struct {
@@ -282,8 +291,11 @@ type Response struct {
 // secret appears in none of them.
 func (c *Client) Call(ctx context.Context, ep Endpoint, pathSuffix string, query url.Values, body any) (*Response, error) {
 	start := time.Now()
-	ctx, span := c.tracer.Start(ctx, "PandaPon "+ep.String(), trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("http.request.method", ep.Method), attribute.String("url.path", ep.Path)))
+	span := trace.SpanFromContext(ctx) // without tracing: a no-op span, at no cost
+	if c.tracer != nil {
+		ctx, span = c.tracer.Start(ctx, "PandaPon "+ep.String(), trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("http.request.method", ep.Method), attribute.String("url.path", ep.Path)))
+	}
 	st := &callState{endpoint: ep}
 	ctx = context.WithValue(ctx, callStateKey{}, st)
 	var resp *Response
@@ -326,9 +338,9 @@ func (c *Client) call(ctx context.Context, st *callState, pathSuffix string, que
 		return nil, fmt.Errorf("pandapon: %s: building request: %w", ep, err)
 	}
 	if payload != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header[headerContentType] = headerJSON
 	}
-	req.Header.Set("Accept", "application/json")
+	req.Header[headerAccept] = headerJSON
 	c.cfg.Credentials.SignRequest(req.Header, c.cfg.Now())
 
 	resp, err := c.http.Do(req)
@@ -343,7 +355,7 @@ func (c *Client) call(ctx context.Context, st *callState, pathSuffix string, que
 		ra, _ := retryAfter(resp)
 		return nil, &TransientError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, RetryAfter: ra, Attempts: st.attempts}
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxResponseBytes+1))
+	b, err := readBody(resp, c.cfg.MaxResponseBytes)
 	if err != nil {
 		return nil, &TransientError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, Attempts: st.attempts, Err: fmt.Errorf("reading body: %w", err)}
 	}
@@ -509,6 +521,26 @@ func scrubURLError(err error) error {
 		return ue.Err
 	}
 	return err
+}
+
+// readBody reads at most limit+1 bytes of the body, into one buffer of
+// the announced Content-Length when there is one (io.ReadAll would grow a
+// buffer from 512 bytes, leaving garbage on every call).
+func readBody(resp *http.Response, limit int64) ([]byte, error) {
+	r := io.LimitReader(resp.Body, limit+1)
+	if n := resp.ContentLength; n > 0 && n <= limit {
+		b := make([]byte, n+1) // +1: room to notice a body longer than announced
+		m, err := io.ReadFull(r, b)
+		if err == io.ErrUnexpectedEOF || err == io.EOF {
+			err = nil
+		}
+		if err != nil || m <= int(n) {
+			return b[:m], err
+		}
+		rest, err := io.ReadAll(r)
+		return append(b[:m], rest...), err
+	}
+	return io.ReadAll(r)
 }
 
 func drain(body io.ReadCloser) {

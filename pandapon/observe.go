@@ -125,10 +125,14 @@ func statusOutcome(status int) string {
 	return OutcomeNetwork
 }
 
-// tracerOf returns the tracer of tp, or a no-op one.
+// tracerOf returns the tracer of tp, or nil when tp is nil or a no-op
+// provider: then no span is started at all.
 func tracerOf(tp trace.TracerProvider) trace.Tracer {
 	if tp == nil {
-		tp = noop.NewTracerProvider()
+		return nil
+	}
+	if _, isNoop := tp.(noop.TracerProvider); isNoop {
+		return nil
 	}
 	return tp.Tracer("github.com/pandabridge/pandabridge/pandapon")
 }

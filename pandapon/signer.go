@@ -21,6 +21,16 @@ const (
 	HeaderSignature = "signature"  // Sign(accessKey, timestamp, nonce, secret)
 )
 
+// The system headers' canonical forms (HTTP header names are
+// case-insensitive; Go sends these as Access-Key etc.).
+var (
+	canonAccessKey = http.CanonicalHeaderKey(HeaderAccessKey)
+	canonTimestamp = http.CanonicalHeaderKey(HeaderTimestamp)
+	canonNonce     = http.CanonicalHeaderKey(HeaderNonce)
+	canonUserID    = http.CanonicalHeaderKey(HeaderUserID)
+	canonSignature = http.CanonicalHeaderKey(HeaderSignature)
+)
+
 // NonceLength is the length of the nonce-str header PandaPon requires.
 const NonceLength = 32
 
@@ -112,11 +122,13 @@ type Credentials struct {
 func (c Credentials) SignRequest(h http.Header, now time.Time) {
 	ts := c.TimestampUnit.Format(now)
 	nonce := NewNonce()
-	h.Set(HeaderAccessKey, c.AccessKey)
-	h.Set(HeaderTimestamp, ts)
-	h.Set(HeaderNonce, nonce)
-	h.Set(HeaderUserID, c.UserID)
-	h.Set(HeaderSignature, Sign(c.AccessKey, ts, nonce, string(c.AccessSecret)))
+	// Canonical keys computed once: http.Header.Set would canonicalise (and
+	// allocate) on every call.
+	h[canonAccessKey] = []string{c.AccessKey}
+	h[canonTimestamp] = []string{ts}
+	h[canonNonce] = []string{nonce}
+	h[canonUserID] = []string{c.UserID}
+	h[canonSignature] = []string{Sign(c.AccessKey, ts, nonce, string(c.AccessSecret))}
 }
 
 // Secret holds a credential that must never be printed: its String, GoString

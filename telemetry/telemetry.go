@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,7 +72,25 @@ func NewPandaPonMetrics(reg prometheus.Registerer) *PandaPonMetrics {
 	return m
 }
 
-func endpointLabel(ep pandapon.Endpoint) string { return ep.Method + " " + ep.Path }
+// endpointLabels caches "METHOD /path" per endpoint: building it on every
+// call would allocate.
+var (
+	endpointLabelsMu sync.RWMutex
+	endpointLabels   = map[pandapon.Endpoint]string{}
+)
+
+func endpointLabel(ep pandapon.Endpoint) string {
+	endpointLabelsMu.RLock()
+	label, ok := endpointLabels[ep]
+	endpointLabelsMu.RUnlock()
+	if !ok {
+		label = ep.Method + " " + ep.Path
+		endpointLabelsMu.Lock()
+		endpointLabels[ep] = label
+		endpointLabelsMu.Unlock()
+	}
+	return label
+}
 
 // CallDone implements pandapon.Observer.
 func (m *PandaPonMetrics) CallDone(ep pandapon.Endpoint, outcome string, code int64, d time.Duration, _ int) {
