@@ -63,6 +63,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -398,39 +399,27 @@ func (w *worker) ensure(ctx context.Context) error {
 // run fetches from both consumers until ctx is done, then shuts down.
 func (w *worker) run(ctx context.Context) {
 	log := w.d.log.With("target", w.t.Name)
-	var iters []jetstream.MessagesContext
-	for _, s := range w.cons {
-		it, err := s.cons.Messages(jetstream.PullMaxMessages(max(w.t.Concurrency, 1)))
-		if err != nil {
-			log.Error("webhooks: consuming", "stream", s.stream, "error", err)
-			continue
-		}
-		iters = append(iters, it)
-	}
 	hb, stopHB := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	bg.Go(func() { w.heartbeat(hb) })
 	var fetchers sync.WaitGroup
-	for _, it := range iters {
-		fetchers.Go(func() { w.fetch(ctx, it, log) })
+	for i, s := range w.cons {
+		// The first source is the output stream; the others (replays of
+		// dead letters) are rare and fetch one message at a time, so that
+		// their idle pulls do not hold the target's slots.
+		batch := 1
+		if i == 0 {
+			batch = max(2*w.t.Concurrency, 1)
+		}
+		fetchers.Go(func() { w.fetch(ctx, s, batch, log) })
 	}
 	log.Info("webhooks: delivering", "concurrency", w.t.Concurrency, "rate_limit", w.t.RateLimit, "horizon", w.t.Horizon.Duration)
 	fetchers.Wait()
 
-	// Shutdown: stop fetching, hand back what was buffered, wake retries.
+	// Shutdown: fetching has stopped (a pull ends within fetchWait, so no
+	// message is left in a buffer); wake retries, hand back what waits.
 	w.stopping.Store(true)
 	w.stop()
-	for _, it := range iters {
-		it.Drain()
-		for {
-			msg, err := it.Next()
-			if err != nil {
-				break
-			}
-			_ = msg.Nak()
-			w.d.m.Deliveries.WithLabelValues(w.label, "handed_back").Inc()
-		}
-	}
 	done := make(chan struct{})
 	go func() { w.wg.Wait(); close(done) }()
 	select {
@@ -446,27 +435,53 @@ func (w *worker) run(ctx context.Context) {
 	log.Info("webhooks: stopped")
 }
 
-func (w *worker) fetch(ctx context.Context, it jetstream.MessagesContext, log *slog.Logger) {
+// fetchWait is how long one pull stays open for more messages.
+const fetchWait = 500 * time.Millisecond
+
+// fetch pulls finite batches of at most maxBatch messages, never more than
+// there are free in-flight slots: every message received is accepted at
+// once and kept alive by the heartbeat, so none waits unobserved in a
+// client buffer until its ack wait expires and it is delivered twice.
+func (w *worker) fetch(ctx context.Context, s source, maxBatch int, log *slog.Logger) {
+	errWait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		select {
 		case w.held <- struct{}{}:
 		case <-ctx.Done():
 			return
 		}
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			<-w.held
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return
+		n := 1
+	more:
+		for n < maxBatch {
+			select {
+			case w.held <- struct{}{}:
+				n++
+			default:
+				break more
 			}
-			log.Warn("webhooks: fetching", "error", err)
+		}
+		batch, err := s.cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
+		got := 0
+		if err == nil {
+			for msg := range batch.Messages() {
+				got++
+				w.accept(msg)
+			}
+			err = batch.Error()
+		}
+		for range n - got {
+			<-w.held
+		}
+		if err != nil && ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			log.Warn("webhooks: fetching, will retry", "stream", s.stream, "error", err, "retry_in", errWait)
 			select {
 			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(errWait):
 			}
+			errWait = min(2*errWait, 5*time.Second)
 			continue
 		}
-		w.accept(msg)
+		errWait = 100 * time.Millisecond
 	}
 }
 
@@ -762,8 +777,14 @@ func (w *worker) post(j *job) attemptResult {
 		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 			class = "timeout"
 		}
-		// The error text may hold the URL, which may hold credentials.
-		return w.record(attemptResult{class: class, err: errors.New(redact(err.Error(), w.t.URL))}, took)
+		// The error may quote the URL, which may hold credentials (in a
+		// form net/http rewrote, so matching the configured text is not
+		// enough): keep only the cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return w.record(attemptResult{class: class, err: errors.New("POST [target URL]: " + redact(err.Error(), w.t.URL))}, took)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBody))
 	_ = resp.Body.Close()
@@ -849,12 +870,32 @@ func (w *worker) deadLetter(j *job, kind, reason string, attempts int) (string, 
 		}
 	}
 	dl.Header.Set(events.HeaderMsgID, id+"/webhook/"+w.t.Name)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := w.d.js.PublishMsg(ctx, dl); err != nil {
-		delay := w.backoff(max(attempts, 1), 0)
-		_ = j.msg.NakWithDelay(delay)
-		return "retry", []slog.Attr{slog.String("error", "could not dead-letter: "+err.Error()), slog.String("dlq_reason", reason), slog.Duration("retry_in", delay)}
+	// Keep trying while the DLQ is unavailable: handing the event back
+	// would let the refund's next event overtake it at the target. The
+	// heartbeat keeps the message alive meanwhile; only shutdown hands it
+	// back.
+	for try := 1; ; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := w.d.js.PublishMsg(ctx, dl)
+		cancel()
+		if err == nil {
+			break
+		}
+		if errors.Is(err, jetstream.ErrNoStreamResponse) {
+			// The DLQ stream is gone: recreate it (existing streams are
+			// left as they are).
+			ectx, ecancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_ = w.d.cfg.Topology.EnsureStreams(ectx, w.d.js)
+			ecancel()
+		}
+		delay := w.backoff(try, 0)
+		w.d.log.Warn("webhooks: could not dead-letter, will try again", "target", w.t.Name, "error", err, "retry_in", delay)
+		select {
+		case <-w.stopCtx.Done():
+			_ = j.msg.Nak()
+			return "handed_back", []slog.Attr{slog.String("error", "could not dead-letter before shutdown: "+err.Error()), slog.String("dlq_reason", reason)}
+		case <-time.After(delay):
+		}
 	}
 	_ = j.msg.TermWithReason(truncate(reason, 200))
 	w.d.m.DeadLettered.WithLabelValues(w.label, kind).Inc()

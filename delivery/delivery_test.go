@@ -614,3 +614,81 @@ func TestDocumentHoldsTheTestedGoSnippet(t *testing.T) {
 		t.Fatal("docs/webhooks.md does not hold the Go receiver snippet verbatim: copy it from delivery/receiver_snippet_test.go")
 	}
 }
+
+// While every slot of a target is busy retrying, no further event waits in
+// a client buffer past its ack wait: once the target is back, each event is
+// delivered exactly once, without any crash or restart to excuse a repeat.
+func TestEventsWaitingForASlotAreNotDeliveredTwice(t *testing.T) {
+	r := newReceiver(t)
+	var mu sync.Mutex
+	down := true
+	r.setRespond(func(string, int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	tg := target(t, "erp", r)
+	tg.Concurrency, tg.MaxInFlight = 2, 2
+	e := start(t, tg) // ack wait 3 s
+	var ids []string
+	for i := range 8 {
+		ids = append(ids, e.publish(fmt.Sprintf("%d000", i+1), 0, 20))
+	}
+	// The target stays down for longer than the ack wait: the case where
+	// a buffered, unobserved message used to be redelivered.
+	time.Sleep(4 * time.Second)
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	testkit.Eventually(t, 30*time.Second, func() bool { return len(r.deliveredIDs()) == len(ids) && e.settled("erp") },
+		"every event delivered and acknowledged")
+	for id, n := range r.deliveredIDs() {
+		if n > 1 {
+			t.Errorf("event %s was delivered (2xx) %d times", id, n)
+		}
+	}
+}
+
+// When the dead letter cannot be stored at first (the DLQ stream is gone),
+// the event keeps its refund's place: the DLQ stream is recreated, the
+// event is dead-lettered, and only then does the refund's next event go
+// out, so the target never sees an older state after a newer one.
+func TestDeadLetterFailureKeepsTheRefundsOrder(t *testing.T) {
+	r := newReceiver(t)
+	var mu sync.Mutex
+	var first string
+	r.setRespond(func(id string, _ int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if id == first {
+			return http.StatusBadGateway
+		}
+		return http.StatusOK
+	})
+	tg := target(t, "erp", r)
+	tg.Horizon = delivery.Duration{Duration: 300 * time.Millisecond}
+	e := start(t, tg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.js.DeleteStream(ctx, e.topo.DLQStream); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	first = e.publish("5555", 0, 20)
+	mu.Unlock()
+	newer := e.publish("5555", 1, 20)
+	testkit.Eventually(t, 15*time.Second, func() bool { return r.deliveredIDs()[newer] == 1 }, "the newer event delivered")
+	if n := r.deliveredIDs()[first]; n != 0 {
+		t.Errorf("the older event was delivered %d times", n)
+	}
+	s, err := e.js.Stream(ctx, e.topo.DLQStream)
+	if err != nil {
+		t.Fatalf("the DLQ stream was not recreated: %v", err)
+	}
+	if info, _ := s.Info(ctx); info == nil || info.State.Msgs != 1 {
+		t.Errorf("DLQ holds %v messages, want the older event", info)
+	}
+}

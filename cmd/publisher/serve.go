@@ -316,9 +316,12 @@ func (c *cli) runServe(ctx context.Context, sc ServeConfig, st serveSetup, log *
 			}
 		}
 	})
+	// The deliverer stops with ctx, or when the HTTP server fails.
+	dctx, stopDeliveries := context.WithCancel(ctx)
+	defer stopDeliveries()
 	if deliverer != nil {
 		wg.Go(func() {
-			if err := deliverer.Run(ctx); err != nil {
+			if err := deliverer.Run(dctx); err != nil {
 				log.Error("webhook deliveries stopped", "error", err)
 			}
 		})
@@ -338,7 +341,8 @@ func (c *cli) runServe(ctx context.Context, sc ServeConfig, st serveSetup, log *
 		_ = srv.Close()
 	}
 	stopBG()
-	wg.Wait() // the deliverer drains on ctx within DrainTimeout
+	stopDeliveries()
+	wg.Wait() // the deliverer drains within DrainTimeout
 	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		log.Warn("draining NATS connection", "error", err)
 	}
