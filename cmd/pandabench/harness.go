@@ -448,8 +448,12 @@ func (e *env) start(name string, sc Scenario, topo topology.Topology, profile, h
 		"PANDABRIDGE_LOG_LEVEL=" + e.o.LogLevel,
 		"PANDABRIDGE_HTTP_ADDR=" + httpAddr,
 	}
-	if v := os.Getenv("GOMAXPROCS"); v != "" {
-		vars = append(vars, "GOMAXPROCS="+v)
+	// Runtime tuning passes through to every contestant alike, so that
+	// its effect can be measured (e.g. GOGC=400 go run ./cmd/pandabench).
+	for _, name := range []string{"GOMAXPROCS", "GOGC", "GOMEMLIMIT"} {
+		if v := os.Getenv(name); v != "" {
+			vars = append(vars, name+"="+v)
+		}
 	}
 	var cmd *exec.Cmd
 	switch name {
