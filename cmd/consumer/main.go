@@ -85,6 +85,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if dev.enabled && os.Getenv("PANDABRIDGE_LOG_FORMAT") == "" {
 			cfg.LogFormat = "text"
 		}
+		if dev.enabled && os.Getenv("PANDABRIDGE_HTTP_ADDR") == "" {
+			cfg.HTTPAddr = "127.0.0.1:8080" // like everything -dev starts: loopback only
+		}
 		err = cfg.Validate(dev.enabled)
 	}
 	if err != nil {
