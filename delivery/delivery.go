@@ -79,6 +79,7 @@ import (
 
 	"github.com/pandabridge/pandabridge/events"
 	"github.com/pandabridge/pandabridge/pandapon"
+	"github.com/pandabridge/pandabridge/pull"
 	"github.com/pandabridge/pandabridge/topology"
 	"github.com/pandabridge/pandabridge/webhooks"
 )
@@ -416,8 +417,9 @@ func (w *worker) run(ctx context.Context) {
 	log.Info("webhooks: delivering", "concurrency", w.t.Concurrency, "rate_limit", w.t.RateLimit, "horizon", w.t.Horizon.Duration)
 	fetchers.Wait()
 
-	// Shutdown: fetching has stopped (a pull ends within fetchWait, so no
-	// message is left in a buffer); wake retries, hand back what waits.
+	// Shutdown: fetching has stopped (the last pull ended within
+	// pull.DefaultWait, so no message is left in a buffer); wake retries,
+	// hand back what waits.
 	w.stopping.Store(true)
 	w.stop()
 	done := make(chan struct{})
@@ -435,54 +437,12 @@ func (w *worker) run(ctx context.Context) {
 	log.Info("webhooks: stopped")
 }
 
-// fetchWait is how long one pull stays open for more messages.
-const fetchWait = 500 * time.Millisecond
-
 // fetch pulls finite batches of at most maxBatch messages, never more than
 // there are free in-flight slots: every message received is accepted at
 // once and kept alive by the heartbeat, so none waits unobserved in a
 // client buffer until its ack wait expires and it is delivered twice.
 func (w *worker) fetch(ctx context.Context, s source, maxBatch int, log *slog.Logger) {
-	errWait := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		select {
-		case w.held <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		n := 1
-	more:
-		for n < maxBatch {
-			select {
-			case w.held <- struct{}{}:
-				n++
-			default:
-				break more
-			}
-		}
-		batch, err := s.cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
-		got := 0
-		if err == nil {
-			for msg := range batch.Messages() {
-				got++
-				w.accept(msg)
-			}
-			err = batch.Error()
-		}
-		for range n - got {
-			<-w.held
-		}
-		if err != nil && ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			log.Warn("webhooks: fetching, will retry", "stream", s.stream, "error", err, "retry_in", errWait)
-			select {
-			case <-ctx.Done():
-			case <-time.After(errWait):
-			}
-			errWait = min(2*errWait, 5*time.Second)
-			continue
-		}
-		errWait = 100 * time.Millisecond
-	}
+	pull.Loop(ctx, s.cons, pull.Options{Slots: w.held, MaxBatch: maxBatch, Logger: log.With("stream", s.stream)}, w.accept)
 }
 
 // heartbeat marks every held message in progress every AckWait/3.

@@ -57,6 +57,7 @@ import (
 	"github.com/pandabridge/pandabridge/events"
 	"github.com/pandabridge/pandabridge/handlers"
 	"github.com/pandabridge/pandabridge/pandapon"
+	"github.com/pandabridge/pandabridge/pull"
 	"github.com/pandabridge/pandabridge/topology"
 )
 
@@ -244,12 +245,6 @@ func New(nc *nats.Conn, h Handler, cfg Config) (*Pipeline, error) {
 // publishTimeout bounds the wait for a PubAck, and a dead letter's publish.
 const publishTimeout = 10 * time.Second
 
-// fetchWait is how long one pull request stays open for more messages.
-const fetchWait = 500 * time.Millisecond
-
-// batchGather bounds how long a busy fetch loop waits for more free slots.
-const batchGather = 5 * time.Millisecond
-
 // Ready reports whether the pipeline is connected to NATS with its streams
 // and consumer in place (the /readyz condition).
 func (p *Pipeline) Ready() bool {
@@ -310,75 +305,16 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	return nil
 }
 
-// fetchLoop pulls messages while ctx lasts, never more than there are free
-// MaxInFlight slots. Each pull is a finite request (fetchWait), so a
-// request the server dropped (a restart, a leader change) costs at most
-// that long.
+// fetchLoop pulls inputs while ctx lasts, never more than there are free
+// MaxInFlight slots, gathering a quarter of them while busy: a pull costs
+// the broker about as much as a message.
 func (p *Pipeline) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
-	// A pull costs the broker about as much as a message: while inputs are
-	// in flight, gather at least a quarter of MaxInFlight free slots (or
-	// wait batchGather) before asking for more, instead of one pull per
-	// freed slot.
-	const maxBatch = 256
-	minBatch := min(max(1, p.cfg.MaxInFlight/4), maxBatch)
-	gather := time.NewTimer(0)
-	errWait := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		select {
-		case p.held <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		n := 1
-		if len(p.held) > 1 { // busy: gather a batch
-			gather.Reset(batchGather)
-		gathering:
-			for n < minBatch {
-				select {
-				case p.held <- struct{}{}:
-					n++
-				case <-gather.C:
-					break gathering
-				}
-			}
-			gather.Stop()
-		}
-	more:
-		for n < maxBatch {
-			select {
-			case p.held <- struct{}{}:
-				n++
-			default:
-				break more
-			}
-		}
-		// Not bound to ctx: a pull cancelled midway would strand the
-		// messages already sent for it until their ack wait expires. At
-		// shutdown the last pull ends within fetchWait and what it brought
-		// is handed back at once.
-		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
-		got := 0
-		if err == nil {
-			for msg := range batch.Messages() {
-				got++
-				p.accept(msg)
-			}
-			err = batch.Error()
-		}
-		for range n - got {
-			<-p.held
-		}
-		if err != nil && ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			p.log.Warn("fetching inputs, will retry", "error", err, "retry_in", errWait)
-			select {
-			case <-ctx.Done():
-			case <-time.After(errWait):
-			}
-			errWait = min(2*errWait, 5*time.Second)
-			continue
-		}
-		errWait = 100 * time.Millisecond
-	}
+	pull.Loop(ctx, cons, pull.Options{
+		Slots:    p.held,
+		MaxBatch: 256,
+		MinBatch: p.cfg.MaxInFlight / 4,
+		Logger:   p.log.With("stream", p.cfg.Topology.InputStream),
+	}, p.accept)
 }
 
 // setup ensures streams and consumer, retrying with backoff until it works
