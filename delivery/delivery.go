@@ -262,9 +262,37 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	for _, w := range d.workers {
 		wg.Go(func() { w.run(ctx) })
 	}
+	wg.Go(func() { d.watch(ctx) })
 	wg.Wait()
 	d.ready.Store(false)
 	return nil
+}
+
+// watchInterval is how often the streams and consumers are re-checked.
+const watchInterval = 5 * time.Second
+
+// watch re-ensures the streams and every target's consumers every
+// watchInterval, so that a stream or durable deleted at runtime is
+// recreated (a recreated durable starts from its target's deliver policy)
+// and Ready tells the truth meanwhile.
+func (d *Deliverer) watch(ctx context.Context) {
+	t := time.NewTicker(watchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := d.setup(ctx); err != nil {
+			if ctx.Err() == nil {
+				d.ready.Store(false)
+				d.log.Warn("webhooks: re-checking streams and consumers", "error", err)
+			}
+			continue
+		}
+		d.ready.Store(ctx.Err() == nil)
+	}
 }
 
 func (d *Deliverer) setup(ctx context.Context) error {

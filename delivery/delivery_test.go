@@ -692,3 +692,23 @@ func TestDeadLetterFailureKeepsTheRefundsOrder(t *testing.T) {
 		t.Errorf("DLQ holds %v messages, want the older event", info)
 	}
 }
+
+// A target's durable deleted at runtime is recreated, and deliveries go
+// on.
+func TestDeletedDurableIsRecreated(t *testing.T) {
+	r := newReceiver(t)
+	e := start(t, target(t, "erp", r))
+	first := e.publish("7001", 0, 20)
+	testkit.Eventually(t, 10*time.Second, func() bool { return r.deliveredIDs()[first] == 1 }, "the first event")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.js.DeleteConsumer(ctx, e.topo.OutputStream, delivery.ConsumerName("erp")); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 15*time.Second, func() bool {
+		_, err := e.js.Consumer(ctx, e.topo.OutputStream, delivery.ConsumerName("erp"))
+		return err == nil
+	}, "the durable to be recreated")
+	second := e.publish("7002", 0, 20)
+	testkit.Eventually(t, 10*time.Second, func() bool { return r.deliveredIDs()[second] == 1 }, "an event published after the recreation")
+}
