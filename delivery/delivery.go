@@ -87,9 +87,9 @@ import (
 // Dead-letter headers: the contract's three (the same names as the
 // pipeline's) and two more saying where the dead letter comes from.
 const (
-	HeaderDLQReason     = "Pandabridge-Dlq-Reason"
-	HeaderDLQDeliveries = "Pandabridge-Dlq-Deliveries"
-	HeaderDLQStreamSeq  = "Pandabridge-Dlq-Stream-Seq"
+	HeaderDLQReason     = topology.HeaderDLQReason
+	HeaderDLQDeliveries = topology.HeaderDLQDeliveries
+	HeaderDLQStreamSeq  = topology.HeaderDLQStreamSeq
 	// HeaderDLQStream names the stream the message was consumed from.
 	HeaderDLQStream = "Pandabridge-Dlq-Stream"
 	// HeaderWebhookTarget names the target a webhook dead letter was for.
@@ -838,20 +838,17 @@ func (w *worker) backoff(n int, after time.Duration) time.Duration {
 // stored, the message is handed back for a later attempt: never dropped.
 func (w *worker) deadLetter(j *job, kind, reason string, attempts int) (string, []slog.Attr) {
 	subject := DeadLetterSubject(w.d.cfg.Topology.Subjects, w.t.Name)
-	dl := nats.NewMsg(subject)
-	dl.Data = j.msg.Data()
-	for k, v := range j.msg.Headers() {
-		dl.Header[k] = slices.Clone(v)
+	var seq uint64
+	if j.meta != nil {
+		seq = j.meta.Sequence.Stream
 	}
-	dl.Header.Set(HeaderDLQReason, oneLine(reason))
-	dl.Header.Set(HeaderDLQDeliveries, strconv.Itoa(attempts))
+	dl := topology.NewDeadLetter(subject, j.msg.Headers(), j.msg.Data(), reason, attempts, seq)
 	dl.Header.Set(HeaderWebhookTarget, w.t.Name)
 	id := j.msg.Headers().Get(events.HeaderMsgID)
 	if j.invalid == nil {
 		id = j.e.ID()
 	}
 	if j.meta != nil {
-		dl.Header.Set(HeaderDLQStreamSeq, strconv.FormatUint(j.meta.Sequence.Stream, 10))
 		dl.Header.Set(HeaderDLQStream, j.meta.Stream)
 		if id == "" {
 			id = j.meta.Stream + "-" + strconv.FormatUint(j.meta.Sequence.Stream, 10)
@@ -888,15 +885,6 @@ func (w *worker) deadLetter(j *job, kind, reason string, attempts int) (string, 
 	_ = j.msg.TermWithReason(truncate(reason, 200))
 	w.d.m.DeadLettered.WithLabelValues(w.label, kind).Inc()
 	return "dead_lettered", []slog.Attr{slog.String("dlq_subject", subject), slog.String("dlq_reason", reason), slog.Int("attempts", attempts)}
-}
-
-func oneLine(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
 }
 
 func truncate(s string, n int) string {

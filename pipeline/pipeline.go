@@ -38,9 +38,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,11 +58,12 @@ import (
 	"github.com/pandabridge/pandabridge/topology"
 )
 
-// Dead-letter headers added to the original message (contract).
+// Dead-letter headers added to the original message (contract; defined
+// with the dead-letter format in topology).
 const (
-	HeaderDLQReason     = "Pandabridge-Dlq-Reason"
-	HeaderDLQDeliveries = "Pandabridge-Dlq-Deliveries"
-	HeaderDLQStreamSeq  = "Pandabridge-Dlq-Stream-Seq"
+	HeaderDLQReason     = topology.HeaderDLQReason
+	HeaderDLQDeliveries = topology.HeaderDLQDeliveries
+	HeaderDLQStreamSeq  = topology.HeaderDLQStreamSeq
 )
 
 // Defaults for Config fields left zero.
@@ -770,19 +768,11 @@ func (p *Pipeline) publish(ctx context.Context, j *job, span trace.Span, outs []
 // stored, the input is redelivered later instead: it is never dropped.
 func (p *Pipeline) deadLetter(j *job, kind, reason string) settlement {
 	subject := p.cfg.Topology.Subjects.DeadLetter(j.msg.Subject())
-	dl := nats.NewMsg(subject)
-	dl.Data = j.msg.Data()
-	for k, v := range j.msg.Headers() {
-		if isPublishInstruction(k) {
-			continue
-		}
-		dl.Header[k] = slices.Clone(v)
-	}
-	dl.Header.Set(HeaderDLQReason, reason)
-	dl.Header.Set(HeaderDLQDeliveries, strconv.Itoa(p.deliveries(j)))
+	var seq uint64
 	if j.meta != nil {
-		dl.Header.Set(HeaderDLQStreamSeq, strconv.FormatUint(j.meta.Sequence.Stream, 10))
+		seq = j.meta.Sequence.Stream
 	}
+	dl := topology.NewDeadLetter(subject, j.msg.Headers(), j.msg.Data(), reason, p.deliveries(j), seq)
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	if _, err := p.js.PublishMsg(ctx, dl); err != nil {
@@ -795,17 +785,6 @@ func (p *Pipeline) deadLetter(j *job, kind, reason string) settlement {
 	_ = p.settleMsg(j, func() error { return j.msg.TermWithReason(truncate(reason, 200)) })
 	p.m.DeadLettered.WithLabelValues(j.typ, kind).Inc()
 	return settledDeadLettered.with(slog.String("dlq_subject", subject), slog.String("dlq_reason", reason))
-}
-
-// isPublishInstruction reports headers that instruct JetStream at publish
-// time (Nats-Expected-Stream, -Last-Sequence, ..., Nats-Rollup, Nats-TTL)
-// rather than carry data. A dead letter keeps every other header byte for
-// byte; these are dropped, because the server would apply them to the
-// dead-letter stream and refuse the dead letter (an expected stream of
-// PANDAPON_INPUT can never match PANDAPON_DLQ). Nats-Msg-Id is kept.
-func isPublishInstruction(header string) bool {
-	h := strings.ToLower(header)
-	return strings.HasPrefix(h, "nats-expected-") || h == "nats-rollup" || h == "nats-ttl"
 }
 
 func (p *Pipeline) deliveries(j *job) int {

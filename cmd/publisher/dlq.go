@@ -35,6 +35,7 @@ import (
 	"github.com/pandabridge/pandabridge/delivery"
 	"github.com/pandabridge/pandabridge/events"
 	"github.com/pandabridge/pandabridge/pipeline"
+	"github.com/pandabridge/pandabridge/topology"
 )
 
 const dlqUsage = `Usage: publisher dlq <subcommand> [flags]
@@ -58,7 +59,7 @@ Run "publisher dlq <subcommand> -h" for the flags of a subcommand.
 `
 
 // dlqPrefix starts every header the dead-lettering adds; replay drops them.
-const dlqPrefix = "Pandabridge-Dlq-"
+const dlqPrefix = topology.HeaderDLQPrefix
 
 // reasonWidth is how much of a reason the list table shows.
 const reasonWidth = 60
@@ -754,7 +755,7 @@ func (c *cli) replayMsg(d deadLetter) *nats.Msg {
 	msg := nats.NewMsg(d.original)
 	msg.Data = d.msg.Data
 	for k, v := range d.msg.Header {
-		if hasPrefixFold(k, dlqPrefix) || strings.EqualFold(k, events.HeaderMsgID) || hasPrefixFold(k, "Nats-Expected-") {
+		if hasPrefixFold(k, dlqPrefix) || strings.EqualFold(k, events.HeaderMsgID) || topology.IsPublishInstruction(k) {
 			continue
 		}
 		msg.Header[k] = slices.Clone(v)
