@@ -29,6 +29,12 @@ type Options struct {
 	ServerName string
 	// Logs enables the server's own log lines on stderr (default off).
 	Logs bool
+	// Logger, when set, receives the server's log lines instead (notices,
+	// warnings, errors; no debug or trace). It takes precedence over Logs
+	// and is kept across Restart. A failure the server reports to clients
+	// only in general terms, such as "error creating store for stream",
+	// has its cause in the warning logged with it.
+	Logger server.Logger
 	// Cluster, when set, joins a cluster: it is applied to the
 	// server.Options as is (name, host, port, routes).
 	Cluster *server.ClusterOpts
@@ -43,6 +49,7 @@ type Server struct {
 	StoreDir string
 	tempDir  bool
 	opts     *server.Options
+	logger   server.Logger
 }
 
 // Start starts a server with JetStream and waits until it accepts
@@ -69,28 +76,31 @@ func Start(o Options) (*Server, error) {
 		JetStream:  true,
 		StoreDir:   o.StoreDir,
 		NoSigs:     true,
-		NoLog:      !o.Logs,
+		NoLog:      !o.Logs && o.Logger == nil,
 		Routes:     server.RoutesFromStr(joinRoutes(o.Routes)),
 	}
 	if o.Cluster != nil {
 		opts.Cluster = *o.Cluster
 	}
-	s, err := startWith(opts, o.Logs)
+	s, err := startWith(opts, o.Logs, o.Logger)
 	if err != nil {
 		if temp {
 			os.RemoveAll(o.StoreDir)
 		}
 		return nil, err
 	}
-	return &Server{Server: s, URL: s.ClientURL(), StoreDir: o.StoreDir, tempDir: temp, opts: opts}, nil
+	return &Server{Server: s, URL: s.ClientURL(), StoreDir: o.StoreDir, tempDir: temp, opts: opts, logger: o.Logger}, nil
 }
 
-func startWith(opts *server.Options, logs bool) (*server.Server, error) {
+func startWith(opts *server.Options, logs bool, logger server.Logger) (*server.Server, error) {
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embeddednats: %w", err)
 	}
-	if logs {
+	switch {
+	case logger != nil:
+		s.SetLogger(logger, false, false)
+	case logs:
 		s.ConfigureLogger()
 	}
 	go s.Start()
@@ -110,7 +120,7 @@ func (s *Server) Restart() error {
 	}
 	s.Server.Shutdown()
 	s.Server.WaitForShutdown()
-	ns, err := startWith(opts, !opts.NoLog)
+	ns, err := startWith(opts, !opts.NoLog, s.logger)
 	if err != nil {
 		return err
 	}

@@ -82,6 +82,7 @@ type env struct {
 	o        Options
 	log      io.Writer
 	ns       *embeddednats.Server
+	nsLog    *serverLog
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	sb       *sandbox.Server
@@ -115,7 +116,8 @@ func Bench(ctx context.Context, o Options, log io.Writer) ([]Result, error) {
 			}
 		}
 	}
-	e.ns, err = embeddednats.Start(embeddednats.Options{StoreDir: filepath.Join(tmp, "jetstream")})
+	e.nsLog = &serverLog{}
+	e.ns, err = embeddednats.Start(embeddednats.Options{StoreDir: filepath.Join(tmp, "jetstream"), Logger: e.nsLog})
 	if err != nil {
 		return nil, err
 	}
@@ -532,18 +534,46 @@ func (ch *child) rusage() (cpu time.Duration, maxRSS int64) {
 }
 
 // createStreams creates the run's streams; a soak bounds them so a million
-// events do not fill the disk.
+// events do not fill the disk. A stream whose store the server could not
+// create (JetStream error 10049, a file-system failure such as a full disk
+// on a shared machine) is tried again up to three times, 100 ms, 400 ms and
+// 1.6 s apart; each failure is logged with the cause the server logged, and
+// the last one is returned with it.
 func (e *env) createStreams(ctx context.Context, topo topology.Topology, soak bool) error {
 	for _, cfg := range topo.StreamConfigs() {
 		if soak && cfg.Name != topo.DLQStream {
 			cfg.MaxMsgs = 200_000
 		}
-		if _, err := e.js.CreateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("creating stream %s: %w", cfg.Name, err)
+		wait := 100 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			mark := e.nsLog.mark()
+			_, err := e.js.CreateStream(ctx, cfg)
+			if err == nil {
+				break
+			}
+			if cause := e.nsLog.since(mark); cause != "" {
+				err = fmt.Errorf("%w (server log: %s)", err, cause)
+			}
+			err = fmt.Errorf("creating stream %s: %w", cfg.Name, err)
+			var apiErr *jetstream.APIError
+			if attempt > 3 || !errors.As(err, &apiErr) || apiErr.ErrorCode != jsErrStreamCreate {
+				return err
+			}
+			e.logf("%v; trying again in %s", err, wait)
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(wait):
+			}
+			wait *= 4
 		}
 	}
 	return nil
 }
+
+// jsErrStreamCreate is JetStream's "stream create failed" error code
+// (JSStreamCreateErrF); nats.go names no constant for it.
+const jsErrStreamCreate jetstream.ErrorCode = 10049
 
 func (e *env) deleteStreams(topo topology.Topology) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
