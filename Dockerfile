@@ -15,9 +15,12 @@ COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 # CGO off: static binaries that run on distroless/static (no libc).
+# -tags=nodev leaves the consumer's -dev mode (embedded NATS server and
+# sandbox) out: a third of the binary and about 4 MB of resident memory.
+# cmd/pandabench builds the consumer it measures with these same flags.
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -buildvcs=false -ldflags="-s -w" -o /out/ \
+    go build -trimpath -buildvcs=false -ldflags="-s -w" -tags=nodev -o /out/ \
         ./cmd/consumer ./cmd/publisher ./cmd/pandapon-sandbox
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -6,7 +6,8 @@
 //
 //	consumer          configured by the environment (see README.md)
 //	consumer -dev     zero setup: embedded NATS on 127.0.0.1:4222 and the
-//	                  PandaPon sandbox in-process
+//	                  PandaPon sandbox in-process (not in a build with
+//	                  -tags=nodev, as the production image's is)
 //
 // It serves /healthz, /readyz and /metrics on PANDABRIDGE_HTTP_ADDR and
 // exits 0 after a graceful drain on SIGTERM or SIGINT.
@@ -34,11 +35,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/pandabridge/pandabridge/embeddednats"
 	"github.com/pandabridge/pandabridge/events"
 	"github.com/pandabridge/pandabridge/handlers"
 	"github.com/pandabridge/pandabridge/pandapon"
-	"github.com/pandabridge/pandabridge/pandapon/sandbox"
 	"github.com/pandabridge/pandabridge/pipeline"
 	"github.com/pandabridge/pandabridge/telemetry"
 	"github.com/pandabridge/pandabridge/topology"
@@ -64,7 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var dev devOptions
 	fs.BoolVar(&dev.enabled, "dev", false, "zero-setup mode: embedded NATS with JetStream on 127.0.0.1 and the PandaPon sandbox in-process")
-	fs.IntVar(&dev.natsPort, "dev-nats-port", embeddednats.DefaultDevPort, "with -dev: port of the embedded NATS server on 127.0.0.1")
+	fs.IntVar(&dev.natsPort, "dev-nats-port", 4222, "with -dev: port of the embedded NATS server on 127.0.0.1")
 	fs.StringVar(&dev.store, "dev-store", "", "with -dev: JetStream store directory (default: a temporary directory removed at exit)")
 	fs.StringVar(&dev.sandboxAddr, "dev-sandbox-addr", "127.0.0.1:0", "with -dev: address of the in-process PandaPon sandbox")
 	fs.IntVar(&dev.generated, "dev-generate", 100, "with -dev: generated sandbox refunds besides the seeds")
@@ -77,6 +76,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		return 2
+	}
+
+	if dev.enabled && !devModeBuilt {
+		fmt.Fprintf(stderr, "consumer: %v\n", errNoDevMode)
 		return 2
 	}
 
@@ -288,36 +292,6 @@ func startHTTP(addr string, p *pipeline.Pipeline, reg *prometheus.Registry, log 
 	}()
 	log.Info("serving health and metrics", "addr", ln.Addr().String())
 	return srv, nil
-}
-
-// startDev starts the embedded NATS server and the sandbox and points cfg at
-// them. The returned function stops both.
-func startDev(cfg *Config, dev devOptions, log *slog.Logger) (func(), error) {
-	ns, err := embeddednats.Start(embeddednats.Options{Port: dev.natsPort, StoreDir: dev.store})
-	if err != nil {
-		return nil, fmt.Errorf("dev mode: starting embedded NATS on 127.0.0.1:%d: %w", dev.natsPort, err)
-	}
-	sb, err := sandbox.Start(dev.sandboxAddr, sandbox.Options{GeneratedRefunds: dev.generated})
-	if err != nil {
-		ns.Shutdown()
-		return nil, fmt.Errorf("dev mode: starting the PandaPon sandbox on %s: %w", dev.sandboxAddr, err)
-	}
-	cfg.NATSURL = ns.URL
-	cfg.NATSCreds = ""
-	cfg.PandaPonBaseURL = sb.URL
-	cfg.PandaPonAccessKey = sandbox.DefaultAccessKey
-	cfg.PandaPonAccessSecret = sandbox.DefaultAccessSecret
-	cfg.PandaPonTimestampUnit = string(pandapon.Milliseconds)
-	log.Info("DEV MODE: embedded NATS and PandaPon sandbox; nothing here talks to the real PandaPon",
-		"nats_url", ns.URL, "jetstream_store", ns.StoreDir, "sandbox_url", sb.URL,
-		"seed_refunds", "110002687818 110000303674 110000300003",
-		"generated_refunds", fmt.Sprintf("%s..%s", sandbox.GeneratedRefundID(0), sandbox.GeneratedRefundID(max(dev.generated-1, 0))))
-	log.Info("DEV MODE: try it", "lookup", "go run ./cmd/publisher lookup --refund-id 110002687818",
-		"watch", "go run ./cmd/publisher watch")
-	return func() {
-		_ = sb.Close()
-		ns.Shutdown()
-	}, nil
 }
 
 // describeOutput renders an output event for humans (dev mode).

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -359,4 +361,37 @@ func httpBody(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// TestNodevBuildHasNoDevMode: the production image's build (-tags=nodev)
+// links no NATS server, and its -dev says so instead of starting anything.
+func TestNodevBuildHasNoDevMode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the consumer")
+	}
+	nodev := filepath.Join(t.TempDir(), "consumer")
+	if out, err := exec.Command("go", "build", "-tags=nodev", "-o", nodev, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags=nodev: %v\n%s", err, out)
+	}
+	const server = "github.com/nats-io/nats-server/v2"
+	for bin, want := range map[string]bool{bin.consumer: true, nodev: false} {
+		out, err := exec.Command("go", "version", "-m", bin).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bytes.Contains(out, []byte(server)); got != want {
+			t.Errorf("%s links %s: %v, want %v", bin, server, got, want)
+		}
+	}
+	cmd := exec.Command(nodev, "-dev")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Fatalf("nodev consumer -dev: %v, want exit status 2; stderr:\n%s", err, &stderr)
+	}
+	if !strings.Contains(stderr.String(), "built with -tags nodev") {
+		t.Errorf("stderr does not explain the missing -dev mode:\n%s", &stderr)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -98,5 +99,33 @@ func TestInputIDRoundTrip(t *testing.T) {
 	}
 	if got := refundIDOf([]byte(`{"refundId":"120000000007"}`)); got != "120000000007" {
 		t.Errorf("refundIDOf: %q", got)
+	}
+}
+
+// TestBuildMatchesDockerfile: the benchmark measures the consumer the
+// production image ships, so its build flags must be the Dockerfile's.
+func TestBuildMatchesDockerfile(t *testing.T) {
+	b, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var build string
+	for _, line := range strings.Split(strings.ReplaceAll(string(b), "\\\n", " "), "\n") {
+		if strings.HasPrefix(line, "RUN ") && strings.Contains(line, "go build") && strings.Contains(line, "./cmd/consumer") {
+			build = line
+		}
+	}
+	if build == "" {
+		t.Fatal("no RUN ... go build ... ./cmd/consumer line in the Dockerfile")
+	}
+	words := strings.Fields(build)
+	for _, want := range append(append([]string{}, productionBuild.env...), productionBuild.flags...) {
+		// The Dockerfile's shell quotes a flag with spaces.
+		if name, value, ok := strings.Cut(want, "="); ok && strings.Contains(value, " ") {
+			want = name + `="` + value + `"`
+		}
+		if !strings.Contains(build, want) {
+			t.Errorf("the Dockerfile's build does not have %s:\n%s", want, strings.Join(words, " "))
+		}
 	}
 }

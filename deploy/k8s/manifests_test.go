@@ -904,6 +904,12 @@ func TestDockerfileBuildsEveryCommandTheManifestsRun(t *testing.T) {
 				if program(c) != "" && (len(c.Command) == 0 || !copied[c.Command[0]]) {
 					t.Errorf("%s container %s: runs %v, which the Dockerfile does not COPY into the image", p.where, c.Name, c.Command)
 				}
+				// The image's consumer is built with -tags=nodev: it has no -dev mode.
+				for _, arg := range append(append([]string{}, c.Command...), c.Args...) {
+					if strings.HasPrefix(arg, "-dev") || strings.HasPrefix(arg, "--dev") {
+						t.Errorf("%s container %s: passes %s, but the image's consumer is built without the -dev mode", p.where, c.Name, arg)
+					}
+				}
 			}
 		}
 	}
