@@ -33,7 +33,8 @@ type Options struct {
 	// warnings, errors; no debug or trace). It takes precedence over Logs
 	// and is kept across Restart. A failure the server reports to clients
 	// only in general terms, such as "error creating store for stream",
-	// has its cause in the warning logged with it.
+	// has its cause in the warning logged with it: a *WarningLog keeps the
+	// latest warnings for reporting.
 	Logger server.Logger
 	// Cluster, when set, joins a cluster: it is applied to the
 	// server.Options as is (name, host, port, routes).

@@ -82,7 +82,7 @@ type env struct {
 	o        Options
 	log      io.Writer
 	ns       *embeddednats.Server
-	nsLog    *serverLog
+	nsLog    *embeddednats.WarningLog
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	sb       *sandbox.Server
@@ -118,7 +118,7 @@ func Bench(ctx context.Context, o Options, log io.Writer) ([]Result, error) {
 				strings.Join(productionBuild.env, " "), strings.Join(productionBuild.flags, " "))
 		}
 	}
-	e.nsLog = &serverLog{}
+	e.nsLog = &embeddednats.WarningLog{}
 	e.ns, err = embeddednats.Start(embeddednats.Options{StoreDir: filepath.Join(tmp, "jetstream"), Logger: e.nsLog})
 	if err != nil {
 		return nil, err
@@ -563,12 +563,12 @@ func (e *env) createStreams(ctx context.Context, topo topology.Topology, soak bo
 		}
 		wait := 100 * time.Millisecond
 		for attempt := 1; ; attempt++ {
-			mark := e.nsLog.mark()
+			mark := e.nsLog.Mark()
 			_, err := e.js.CreateStream(ctx, cfg)
 			if err == nil {
 				break
 			}
-			if cause := e.nsLog.since(mark); cause != "" {
+			if cause := e.nsLog.Since(mark); cause != "" {
 				err = fmt.Errorf("%w (server log: %s)", err, cause)
 			}
 			err = fmt.Errorf("creating stream %s: %w", cfg.Name, err)

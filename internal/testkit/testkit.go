@@ -23,13 +23,21 @@ import (
 )
 
 // NATS starts an embedded server on a free port with its store in a test
-// temporary directory.
+// temporary directory. If the test fails, the server's last warnings and
+// errors are added to its log (a JetStream failure's cause is often only
+// there).
 func NATS(t testing.TB) *embeddednats.Server {
 	t.Helper()
-	s, err := embeddednats.Start(embeddednats.Options{StoreDir: t.TempDir()})
+	warnings := &embeddednats.WarningLog{}
+	s, err := embeddednats.Start(embeddednats.Options{StoreDir: t.TempDir(), Logger: warnings})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // runs after Shutdown
+		if w := warnings.Since(0); t.Failed() && w != "" {
+			t.Logf("the NATS server's last warnings and errors: %s", w)
+		}
+	})
 	t.Cleanup(s.Shutdown)
 	return s
 }

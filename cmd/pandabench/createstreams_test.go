@@ -45,7 +45,7 @@ func (w *hookWriter) String() string {
 // file's path; the server removes the file when the creation fails.
 func storeObstacleEnv(t *testing.T, topo topology.Topology, log *hookWriter) (*env, string) {
 	t.Helper()
-	e := &env{log: log, nsLog: &serverLog{}}
+	e := &env{log: log, nsLog: &embeddednats.WarningLog{}}
 	dir := t.TempDir()
 	ns, err := embeddednats.Start(embeddednats.Options{StoreDir: dir, Logger: e.nsLog})
 	if err != nil {
@@ -91,7 +91,7 @@ func TestCreateStreamsReportsServerCause(t *testing.T) {
 	defer cancel()
 	err := e.createStreams(ctx, topo, false)
 	if err == nil {
-		t.Fatalf("stream created over a file in its store's place; log:\n%s\nserver: %s", log, e.nsLog.since(0))
+		t.Fatalf("stream created over a file in its store's place; log:\n%s\nserver: %s", log, e.nsLog.Since(0))
 	}
 	for _, want := range []string{"creating stream " + topo.InputStream, "error creating store for stream", "not a directory"} {
 		if !strings.Contains(err.Error(), want) {
