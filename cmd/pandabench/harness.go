@@ -480,7 +480,7 @@ func (e *env) start(name string, sc Scenario, topo topology.Topology, profile, h
 		cmd = exec.Command(e.consumer)
 	default:
 		cmd = exec.Command(e.self)
-		vars = append(vars, envRole+"="+name)
+		vars = append(vars, envRole+"="+name, envPool+"="+strconv.Itoa(e.o.BaselinePool))
 		if profile != "" {
 			vars = append(vars, envCPUProfile+"="+profile)
 		}

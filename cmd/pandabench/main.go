@@ -83,6 +83,10 @@ type Options struct {
 	Strict         bool
 	Verbose        bool
 	ChildLogDir    string
+	// BaselinePool is the baseline's idle HTTP connections per host: 0 is
+	// http.DefaultTransport's own (2), as the straightforward code has it;
+	// -1 is the concurrency C; n > 0 is n.
+	BaselinePool int
 }
 
 func main() {
@@ -118,6 +122,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, string, error) {
 	fs.BoolVar(&o.Strict, "strict", false, "exit 1 when a target of the issue is missed (correctness failures always exit 1)")
 	fs.BoolVar(&o.Verbose, "v", false, "progress details on stderr")
 	fs.StringVar(&o.ChildLogDir, "child-logs", "", "directory to write each contestant's stderr to (default: kept in memory, last lines shown on failure)")
+	fs.IntVar(&o.BaselinePool, "baseline-pool", 0, "idle HTTP connections per host of the baseline: 0 = Go's default transport (2), the straightforward code's; -1 = C, the tuned variant")
 	fs.StringVar(&role, "role", "", "internal: run as a contestant (baseline, raw, inprocess), configured by the environment")
 	if err := fs.Parse(args); err != nil {
 		return o, "", err

@@ -129,3 +129,23 @@ func TestBuildMatchesDockerfile(t *testing.T) {
 		}
 	}
 }
+
+func TestBaselinePoolFlag(t *testing.T) {
+	for arg, want := range map[string]string{"0": "Go's default (2 idle per host)", "-1": "C idle per host", "8": "8 idle per host"} {
+		o, _, err := parseFlags([]string{"-baseline-pool", arg}, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		report(&out, o, []Result{{Scenario: defaultScenarios[0], Mode: modeDrain, Contestant: contBaseline, N: 1, Rate: 1}})
+		if !strings.Contains(out.String(), "baseline HTTP pool: "+want) {
+			t.Errorf("-baseline-pool %s: report header does not say %q:\n%s", arg, want, out.String())
+		}
+	}
+	t.Setenv("NATS_URL", "nats://127.0.0.1:1")
+	t.Setenv("PANDAPON_BASE_URL", "http://127.0.0.1:1")
+	t.Setenv(envPool, "-2")
+	if _, err := readRoleConfig(); err == nil || !strings.Contains(err.Error(), envPool) {
+		t.Errorf("%s=-2: error %v, want one naming the variable", envPool, err)
+	}
+}

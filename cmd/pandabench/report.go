@@ -35,7 +35,8 @@ func report(w io.Writer, o Options, results []Result) {
 	if len(results) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\npandabench: %s/%s, %d CPUs, GOMAXPROCS %d, %s\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
+	fmt.Fprintf(w, "\npandabench: %s/%s, %d CPUs, GOMAXPROCS %d, %s; baseline HTTP pool: %s\n\n", runtime.GOOS, runtime.GOARCH,
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), baselinePoolText(o.BaselinePool))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scen\tmode\tcontestant\tN\tC\tupstream\tevents/s\t% ideal\t× baseline\tCPU µs/ev\tbroker+sbx µs/ev\tpeak RSS MB\tp50 ms\tp95 ms\tp99 ms\tmax ms\tcheck\t")
 	for _, r := range results {
@@ -208,4 +209,15 @@ func targetsMet(results []Result) bool {
 		}
 	}
 	return true
+}
+
+// baselinePoolText describes Options.BaselinePool.
+func baselinePoolText(n int) string {
+	switch {
+	case n == 0:
+		return "Go's default (2 idle per host)"
+	case n < 0:
+		return "C idle per host"
+	}
+	return fmt.Sprintf("%d idle per host", n)
 }

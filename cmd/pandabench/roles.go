@@ -36,8 +36,9 @@ import (
 // PANDAPON_MAX_CONCURRENT, PANDAPON_RATE_LIMIT, PANDABRIDGE_SUBJECT_PREFIX,
 // PANDABRIDGE_LOG_LEVEL.
 const (
-	envRole       = "PANDABENCH_ROLE"       // baseline, raw, inprocess
-	envCPUProfile = "PANDABENCH_CPUPROFILE" // file to write a CPU profile of the whole run to
+	envRole       = "PANDABENCH_ROLE"          // baseline, raw, inprocess
+	envCPUProfile = "PANDABENCH_CPUPROFILE"    // file to write a CPU profile of the whole run to
+	envPool       = "PANDABENCH_BASELINE_POOL" // Options.BaselinePool
 )
 
 // roleConfig is what every role reads from the environment.
@@ -48,6 +49,7 @@ type roleConfig struct {
 	rateLimit            float64
 	topo                 topology.Topology
 	logLevel             slog.Level
+	baselinePool         int
 }
 
 func readRoleConfig() (roleConfig, error) {
@@ -71,6 +73,9 @@ func readRoleConfig() (roleConfig, error) {
 	}
 	if c.rateLimit, err = strconv.ParseFloat(orDefault(os.Getenv("PANDAPON_RATE_LIMIT"), "50"), 64); err != nil {
 		return c, fmt.Errorf("PANDAPON_RATE_LIMIT: want a number")
+	}
+	if c.baselinePool, err = strconv.Atoi(orDefault(os.Getenv(envPool), "0")); err != nil || c.baselinePool < -1 {
+		return c, fmt.Errorf("%s: want -1, 0 or a positive integer", envPool)
 	}
 	if l := os.Getenv("PANDABRIDGE_LOG_LEVEL"); l != "" {
 		if err := c.logLevel.UnmarshalText([]byte(l)); err != nil {
@@ -153,9 +158,11 @@ func ensure(ctx context.Context, js jetstream.JetStream, topo topology.Topology)
 //     goroutines over an unbuffered channel;
 //   - each worker: events.DecodeNATS + events.ParseInput, a GET
 //     /open/order/refund/query signed with pandapon.Credentials.SignRequest
-//     through one http.Client (http.DefaultTransport cloned with
-//     MaxIdleConnsPerHost = C, the one knob everyone learns to set; 10 s
-//     timeout), io.ReadAll, json.Unmarshal of the envelope, then
+//     through one http.Client with a 10 s timeout and Go's default
+//     transport, whose pool keeps 2 idle connections per host (with
+//     -baseline-pool, a clone keeping C or n), io.ReadAll, json.Unmarshal
+//     of the envelope (data kept raw, as the output must carry it byte for
+//     byte), then
 //     events.NewRefundUpdated + events.EncodeNATS, a synchronous
 //     js.PublishMsg, and msg.Ack();
 //   - any failure: msg.Nak() (redelivered at once). No retries, no rate
@@ -174,10 +181,16 @@ func runBaseline(ctx context.Context, cfg roleConfig) error {
 	if err != nil {
 		return err
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns = cfg.concurrency
-	tr.MaxIdleConnsPerHost = cfg.concurrency
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	client := &http.Client{Timeout: 10 * time.Second}
+	if pool := cfg.baselinePool; pool != 0 {
+		if pool < 0 {
+			pool = cfg.concurrency
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConns = max(tr.MaxIdleConns, pool)
+		tr.MaxIdleConnsPerHost = pool
+		client.Transport = tr
+	}
 	creds := pandapon.Credentials{AccessKey: cfg.accessKey, AccessSecret: pandapon.Secret(cfg.secret)}
 	outSubject := cfg.topo.Subjects.Of(events.TypeRefundUpdated)
 	queryURL := cfg.baseURL + "/open/order/refund/query?refundId="
