@@ -63,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var dev devOptions
 	fs.BoolVar(&dev.enabled, "dev", false, "zero-setup mode: embedded NATS with JetStream on 127.0.0.1 and the PandaPon sandbox in-process")
+	// 4222 is embeddednats.DefaultDevPort, written out so that this file
+	// does not import embeddednats: -tags=nodev builds link no NATS server.
 	fs.IntVar(&dev.natsPort, "dev-nats-port", 4222, "with -dev: port of the embedded NATS server on 127.0.0.1")
 	fs.StringVar(&dev.store, "dev-store", "", "with -dev: JetStream store directory (default: a temporary directory removed at exit)")
 	fs.StringVar(&dev.sandboxAddr, "dev-sandbox-addr", "127.0.0.1:0", "with -dev: address of the in-process PandaPon sandbox")
