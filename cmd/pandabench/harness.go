@@ -53,6 +53,7 @@ type Result struct {
 	Scenario   Scenario
 	Mode       string
 	Contestant string
+	Round      int // 0-based round of -repeat
 	N          int
 	Rate       float64 // events/s: drain (N-1)/(last-first output); steady arrival rate achieved
 	Wall       time.Duration
@@ -169,15 +170,30 @@ func Bench(ctx context.Context, o Options, log io.Writer) ([]Result, error) {
 			sc.SteadyRate = o.SteadyRate
 		}
 		for _, mode := range o.Modes {
-			for _, c := range o.Contestants {
-				if ctx.Err() != nil {
-					return results, ctx.Err()
+			for round := range max(1, o.Repeat) {
+				for _, c := range rotate(o.Contestants, round) {
+					if ctx.Err() != nil {
+						return results, ctx.Err()
+					}
+					r := e.run(ctx, sc, mode, c)
+					r.Round = round
+					results = append(results, r)
 				}
-				results = append(results, e.run(ctx, sc, mode, c))
 			}
 		}
 	}
 	return results, ctx.Err()
+}
+
+// rotate returns list starting at its (round mod len)-th element, so that
+// over rounds every contestant runs early and late alike (the machine's load
+// drifts).
+func rotate(list []string, round int) []string {
+	if len(list) == 0 {
+		return nil
+	}
+	k := round % len(list)
+	return append(slices.Clone(list[k:]), list[:k]...)
 }
 
 func minLen(m map[string][]byte) int {

@@ -21,6 +21,7 @@
 //	go run ./cmd/pandabench                       # S1,S2,S3 drain+steady, consumer,baseline,raw
 //	go run ./cmd/pandabench -quick                # seconds: small N
 //	go run ./cmd/pandabench -scenarios S1 -modes drain -contestants inprocess -cpuprofile /tmp/prof
+//	go run ./cmd/pandabench -scenarios S1 -modes drain -repeat 5   # medians of 5 interleaved rounds
 //	go run ./cmd/pandabench -soak                 # 1M events through the consumer, RSS over time
 package main
 
@@ -83,6 +84,10 @@ type Options struct {
 	Strict         bool
 	Verbose        bool
 	ChildLogDir    string
+	// Repeat is how many rounds of each scenario and mode run; contestants
+	// take turns within a round, in an order rotated every round, and the
+	// targets are judged on the medians over the rounds.
+	Repeat int
 	// BaselinePool is the baseline's idle HTTP connections per host: 0 is
 	// http.DefaultTransport's own (2), as the straightforward code has it;
 	// -1 is the concurrency C; n > 0 is n.
@@ -122,6 +127,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, string, error) {
 	fs.BoolVar(&o.Strict, "strict", false, "exit 1 when a target of the issue is missed (correctness failures always exit 1)")
 	fs.BoolVar(&o.Verbose, "v", false, "progress details on stderr")
 	fs.StringVar(&o.ChildLogDir, "child-logs", "", "directory to write each contestant's stderr to (default: kept in memory, last lines shown on failure)")
+	fs.IntVar(&o.Repeat, "repeat", 1, "rounds of every scenario and mode, contestants interleaved in a rotating order; targets are judged on the medians")
 	fs.IntVar(&o.BaselinePool, "baseline-pool", 0, "idle HTTP connections per host of the baseline: 0 = Go's default transport (2), the straightforward code's; -1 = C, the tuned variant")
 	fs.StringVar(&role, "role", "", "internal: run as a contestant (baseline, raw, inprocess), configured by the environment")
 	if err := fs.Parse(args); err != nil {
@@ -146,6 +152,9 @@ func parseFlags(args []string, stderr io.Writer) (Options, string, error) {
 		default:
 			return o, "", fmt.Errorf("-contestants: unknown contestant %q (want consumer, baseline, raw, inprocess)", c)
 		}
+	}
+	if o.Repeat < 1 {
+		return o, "", fmt.Errorf("-repeat %d: must be at least 1", o.Repeat)
 	}
 	if o.Refunds < 1 {
 		return o, "", errors.New("-refunds must be at least 1")

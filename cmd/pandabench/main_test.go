@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -147,5 +148,81 @@ func TestBaselinePoolFlag(t *testing.T) {
 	t.Setenv(envPool, "-2")
 	if _, err := readRoleConfig(); err == nil || !strings.Contains(err.Error(), envPool) {
 		t.Errorf("%s=-2: error %v, want one naming the variable", envPool, err)
+	}
+}
+
+// TestRepeatInterleavesRounds runs two real rounds and checks that each
+// contestant ran once per round, in a rotated order, and that the ratio
+// column compares contestants of the same round.
+func TestRepeatInterleavesRounds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the baseline twice")
+	}
+	o, _, err := parseFlags([]string{"-scenarios", "S1", "-modes", "drain", "-contestants", "baseline,raw", "-events", "200", "-refunds", "32", "-repeat", "2"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Timeout, o.RunTimeout = time.Minute, 30*time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
+	defer cancel()
+	results, err := Bench(ctx, o, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, r := range results {
+		if r.Err != nil {
+			t.Errorf("%s round %d: %v", r.Contestant, r.Round, r.Err)
+		}
+		order = append(order, fmt.Sprintf("%s#%d", r.Contestant, r.Round))
+	}
+	if got, want := strings.Join(order, " "), "baseline#0 raw#0 raw#1 baseline#1"; got != want {
+		t.Errorf("run order %q, want %q", got, want)
+	}
+	var out bytes.Buffer
+	report(&out, o, results)
+	for _, want := range []string{"baseline #2", "raw #1", "medians of 2 rounds"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, r := range results {
+		if b, ok := baselineOf(results, r); !ok || b.Round != r.Round {
+			t.Errorf("%s round %d compared with baseline round %d (found %v)", r.Contestant, r.Round, b.Round, ok)
+		}
+	}
+}
+
+// TestTargetsUseMedians: with rounds, every target is judged on the median
+// of per-round figures, and the per-round values are shown.
+func TestTargetsUseMedians(t *testing.T) {
+	s1, s2 := defaultScenarios[0], defaultScenarios[1]
+	var results []Result
+	for round, f := range []struct{ consumer, baseline, cpuUS, s2 float64 }{
+		{9000, 6000, 70, 0.960}, // ratio 1.50
+		{9500, 5000, 55, 0.975}, // ratio 1.90
+		{8800, 5000, 58, 0.980}, // ratio 1.76
+	} {
+		results = append(results,
+			Result{Scenario: s1, Mode: modeDrain, Contestant: contConsumer, Round: round, Rate: f.consumer, CPU: time.Duration(f.cpuUS * float64(time.Microsecond))},
+			Result{Scenario: s1, Mode: modeDrain, Contestant: contBaseline, Round: round, Rate: f.baseline},
+			Result{Scenario: s2, Mode: modeDrain, Contestant: contConsumer, Round: round, Rate: f.s2 * s2.Ideal()},
+		)
+	}
+	got := strings.Join(targetLines(results), "\n")
+	for _, want := range []string{
+		"PASS S1 events/s ≥ 1.7× baseline: 1.76× (9000 vs 5000) [median of 3 rounds: 1.50, 1.76, 1.90]",
+		"PASS S1 pipeline CPU ≤ 60µs/event: 58.0 µs [median of 3 rounds: 55.0, 58.0, 70.0]",
+		"PASS S2 ≥ 97% of ideal 1280/s: 97.5% (1248/s) [median of 3 rounds: 96.0%, 97.5%, 98.0%]",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("targets lack %q:\n%s", want, got)
+		}
+	}
+	if median([]float64{4, 1, 3, 2}) != 2.5 {
+		t.Error("median of an even count is not the mean of the middle two")
+	}
+	if got := rotate([]string{"a", "b", "c"}, 4); strings.Join(got, "") != "bca" {
+		t.Errorf("rotate by 4 of abc = %v", got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,10 +22,10 @@ const (
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
 
-// baselineOf returns the baseline's result for r's scenario and mode.
+// baselineOf returns the baseline's result for r's scenario, mode and round.
 func baselineOf(results []Result, r Result) (Result, bool) {
 	for _, b := range results {
-		if b.Contestant == contBaseline && b.Scenario.Name == r.Scenario.Name && b.Mode == r.Mode && b.Err == nil && b.Rate > 0 {
+		if b.Contestant == contBaseline && b.Scenario.Name == r.Scenario.Name && b.Mode == r.Mode && b.Round == r.Round && b.Err == nil && b.Rate > 0 {
 			return b, true
 		}
 	}
@@ -40,6 +41,10 @@ func report(w io.Writer, o Options, results []Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scen\tmode\tcontestant\tN\tC\tupstream\tevents/s\t% ideal\t× baseline\tCPU µs/ev\tbroker+sbx µs/ev\tpeak RSS MB\tp50 ms\tp95 ms\tp99 ms\tmax ms\tcheck\t")
 	for _, r := range results {
+		name := r.Contestant
+		if o.Repeat > 1 {
+			name = fmt.Sprintf("%s #%d", r.Contestant, r.Round+1)
+		}
 		ideal, ratio := "-", "-"
 		if i := r.Scenario.Ideal(); i > 0 && r.Mode == modeDrain && r.Rate > 0 && r.Contestant != contRaw {
 			ideal = fmt.Sprintf("%.1f%%", 100*r.Rate/i)
@@ -56,7 +61,7 @@ func report(w io.Writer, o Options, results []Result) {
 			check = "FAIL"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%.0f\t%s\t%s\t%.1f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t\n",
-			r.Scenario.Name, r.Mode, r.Contestant, r.N, r.Scenario.C, r.Scenario.Latency, r.Rate, ideal, ratio,
+			r.Scenario.Name, r.Mode, name, r.N, r.Scenario.C, r.Scenario.Latency, r.Rate, ideal, ratio,
 			us(r.CPU), us(r.ParentCPU), mb(r.PeakRSS), p50, p95, p99, pmax, check)
 	}
 	tw.Flush()
@@ -86,11 +91,19 @@ func report(w io.Writer, o Options, results []Result) {
 		}
 		notes = append(notes, r.Notes...)
 		if len(notes) > 0 {
-			fmt.Fprintf(w, "  %s/%s/%s: %s\n", r.Scenario.Name, r.Mode, r.Contestant, strings.Join(notes, "; "))
+			round := ""
+			if o.Repeat > 1 {
+				round = fmt.Sprintf(" #%d", r.Round+1)
+			}
+			fmt.Fprintf(w, "  %s/%s/%s%s: %s\n", r.Scenario.Name, r.Mode, r.Contestant, round, strings.Join(notes, "; "))
 		}
 	}
 
-	fmt.Fprintln(w, "\nTargets (ratios within this run):")
+	if o.Repeat > 1 {
+		fmt.Fprintf(w, "\nTargets (ratios within each round; medians of %d rounds):\n", o.Repeat)
+	} else {
+		fmt.Fprintln(w, "\nTargets (ratios within this run):")
+	}
 	for _, line := range targetLines(results) {
 		fmt.Fprintln(w, "  "+line)
 	}
@@ -142,9 +155,9 @@ func soakSummary(r Result) string {
 	return fmt.Sprintf("RSS by progress %s — %s (last %.1f MB vs %.1f MB at 20%%)", strings.Join(parts, " "), verdict, mb(last.RSS), mb(ref.RSS))
 }
 
-func find(results []Result, scen, mode, cont string) (Result, bool) {
+func find(results []Result, scen, mode, cont string, round int) (Result, bool) {
 	for _, r := range results {
-		if r.Scenario.Name == scen && r.Mode == mode && r.Contestant == cont && r.Err == nil && r.Rate > 0 {
+		if r.Scenario.Name == scen && r.Mode == mode && r.Contestant == cont && r.Round == round && r.Err == nil && r.Rate > 0 {
 			return r, true
 		}
 	}
@@ -158,24 +171,83 @@ func verdict(ok bool) string {
 	return "MISS"
 }
 
-// targetLines evaluates the targets for the real consumer.
+// rounds returns the rounds present in results, in order.
+func rounds(results []Result) []int {
+	var out []int
+	for _, r := range results {
+		if !slices.Contains(out, r.Round) {
+			out = append(out, r.Round)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// median returns the median of vs (the mean of the middle two for an even
+// count); vs must not be empty.
+func median(vs []float64) float64 {
+	s := slices.Sorted(slices.Values(vs))
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
+// spread lists the per-round values behind a median, smallest first, or
+// says nothing for a single round.
+func spread(vs []float64, format string) string {
+	if len(vs) < 2 {
+		return ""
+	}
+	parts := make([]string, 0, len(vs))
+	for _, v := range slices.Sorted(slices.Values(vs)) {
+		parts = append(parts, fmt.Sprintf(format, v))
+	}
+	return fmt.Sprintf(" [median of %d rounds: %s]", len(vs), strings.Join(parts, ", "))
+}
+
+// targetLines evaluates the targets for the real consumer: ratios
+// are taken within a round, and every figure is the median over the rounds.
 func targetLines(results []Result) []string {
 	var out []string
-	if c, ok := find(results, "S1", modeDrain, contConsumer); ok {
-		if b, ok := find(results, "S1", modeDrain, contBaseline); ok {
-			ratio := c.Rate / b.Rate
-			out = append(out, fmt.Sprintf("%s S1 events/s ≥ %.1f× baseline: %.2f× (%.0f vs %.0f)", verdict(ratio >= targetS1Ratio), targetS1Ratio, ratio, c.Rate, b.Rate))
+	var ratios, crates, brates, cpus, s2, s3 []float64
+	for _, rd := range rounds(results) {
+		if c, ok := find(results, "S1", modeDrain, contConsumer, rd); ok {
+			cpus = append(cpus, us(c.CPU))
+			if b, ok := find(results, "S1", modeDrain, contBaseline, rd); ok {
+				ratios = append(ratios, c.Rate/b.Rate)
+				crates, brates = append(crates, c.Rate), append(brates, b.Rate)
+			}
 		}
-		out = append(out, fmt.Sprintf("%s S1 pipeline CPU ≤ %s/event: %.1f µs", verdict(c.CPU <= targetS1CPU), targetS1CPU, us(c.CPU)))
+		if c, ok := find(results, "S2", modeDrain, contConsumer, rd); ok {
+			s2 = append(s2, c.Rate/c.Scenario.Ideal())
+		}
+		if c, ok := find(results, "S3", modeDrain, contConsumer, rd); ok {
+			s3 = append(s3, c.Rate/c.Scenario.Ideal())
+		}
 	}
-	if c, ok := find(results, "S2", modeDrain, contConsumer); ok {
-		f := c.Rate / c.Scenario.Ideal()
-		out = append(out, fmt.Sprintf("%s S2 ≥ %.0f%% of ideal %.0f/s: %.1f%% (%.0f/s)", verdict(f >= targetS2Ideal), 100*targetS2Ideal, c.Scenario.Ideal(), 100*f, c.Rate))
+	if len(ratios) > 0 {
+		ratio := median(ratios)
+		out = append(out, fmt.Sprintf("%s S1 events/s ≥ %.1f× baseline: %.2f× (%.0f vs %.0f)%s", verdict(ratio >= targetS1Ratio), targetS1Ratio, ratio, median(crates), median(brates), spread(ratios, "%.2f")))
 	}
-	if c, ok := find(results, "S3", modeDrain, contConsumer); ok {
-		f := c.Rate / c.Scenario.Ideal()
-		out = append(out, fmt.Sprintf("%s S3 ≥ %.0f%% of ideal %.0f/s: %.1f%% (%.0f/s)", verdict(f >= targetS3Ideal), 100*targetS3Ideal, c.Scenario.Ideal(), 100*f, c.Rate))
+	if len(cpus) > 0 {
+		cpu := median(cpus)
+		out = append(out, fmt.Sprintf("%s S1 pipeline CPU ≤ %s/event: %.1f µs%s", verdict(cpu <= us(targetS1CPU)), targetS1CPU, cpu, spread(cpus, "%.1f")))
 	}
+	ideal := func(name string, target float64, fs []float64) {
+		if len(fs) == 0 {
+			return
+		}
+		sc, _ := scenarioByName(name)
+		f := median(fs)
+		pct := make([]float64, len(fs))
+		for i, v := range fs {
+			pct[i] = 100 * v
+		}
+		out = append(out, fmt.Sprintf("%s %s ≥ %.0f%% of ideal %.0f/s: %.1f%% (%.0f/s)%s", verdict(f >= target), name, 100*target, sc.Ideal(), 100*f, f*sc.Ideal(), spread(pct, "%.1f%%")))
+	}
+	ideal("S2", targetS2Ideal, s2)
+	ideal("S3", targetS3Ideal, s3)
 	var peak int64
 	seen := false
 	for _, r := range results {
@@ -184,7 +256,7 @@ func targetLines(results []Result) []string {
 		}
 	}
 	if seen {
-		out = append(out, fmt.Sprintf("%s peak RSS ≤ 40 MB at C=256: %.1f MB", verdict(peak <= targetRSSC256), mb(peak)))
+		out = append(out, fmt.Sprintf("%s peak RSS ≤ 40 MB at C=256: %.1f MB (the highest of every run)", verdict(peak <= targetRSSC256), mb(peak)))
 	}
 	for _, r := range results {
 		if r.Mode == modeSoak && r.Contestant == contConsumer {
