@@ -14,6 +14,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/pandabridge/pandabridge/events"
+	"github.com/pandabridge/pandabridge/gcfloor"
 	"github.com/pandabridge/pandabridge/pandapon"
 )
 
@@ -69,6 +70,12 @@ type Config struct {
 
 	LogLevel  string `envconfig:"PANDABRIDGE_LOG_LEVEL" default:"info"`
 	LogFormat string `envconfig:"PANDABRIDGE_LOG_FORMAT" default:"json"`
+
+	// PANDABRIDGE_GC_HEAP_FLOOR: heap size under which the garbage
+	// collector does not start a cycle (package gcfloor); 0, the default,
+	// leaves Go's collector as it is. Not applied when GOGC is set: an
+	// explicit GOGC wins.
+	GCHeapFloor gcfloor.Size `envconfig:"PANDABRIDGE_GC_HEAP_FLOOR" default:"0"`
 }
 
 // loadConfig reads the environment. Errors name the variable and the value
@@ -95,6 +102,8 @@ func describeType(t string) string {
 		return "number"
 	case "Duration", "time.Duration":
 		return `duration (e.g. "30s", "5m")`
+	case "gcfloor.Size":
+		return `size (e.g. "24MiB", "0")`
 	}
 	return t
 }

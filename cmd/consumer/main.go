@@ -36,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pandabridge/pandabridge/events"
+	"github.com/pandabridge/pandabridge/gcfloor"
 	"github.com/pandabridge/pandabridge/handlers"
 	"github.com/pandabridge/pandabridge/pandapon"
 	"github.com/pandabridge/pandabridge/pipeline"
@@ -132,6 +133,8 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 		defer stopDev()
 		onPublished = func(subject string, e event.Event) { log.Info(describeOutput(e)) }
 	}
+
+	defer startGCFloor(cfg.GCHeapFloor, os.Getenv("GOGC"), log).Stop()
 
 	tp, shutdownTracing, err := telemetry.SetupTracing(ctx, "pandabridge-consumer")
 	if err != nil {
@@ -234,6 +237,23 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 	}
 	log.Info("shut down")
 	return runErr
+}
+
+// startGCFloor starts the garbage collector's heap floor unless it is 0 or
+// the operator chose a GOGC (gogc, the environment's value), which wins. The
+// nil *gcfloor.Tuner it may return is safe to Stop.
+func startGCFloor(floor gcfloor.Size, gogc string, log *slog.Logger) *gcfloor.Tuner {
+	if gogc != "" {
+		if floor != 0 {
+			log.Info("GOGC is set: PANDABRIDGE_GC_HEAP_FLOOR is not applied", "GOGC", gogc)
+		}
+		return nil
+	}
+	t := gcfloor.Start(floor)
+	if t != nil {
+		log.Debug("garbage collector heap floor", "floor", floor.String())
+	}
+	return t
 }
 
 // connect dials NATS, retrying in the background when the servers are not

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 	"github.com/pandabridge/pandabridge/events"
 	"github.com/pandabridge/pandabridge/internal/testkit"
 	"github.com/pandabridge/pandabridge/pandapon/sandbox"
+	"github.com/pandabridge/pandabridge/topology"
 )
 
 // bin holds the binaries built once for these tests.
@@ -164,6 +166,7 @@ func TestConfigErrorsNameTheVariableAndHideTheSecret(t *testing.T) {
 		{"ack wait unit", with("PANDABRIDGE_ACK_WAIT=30"), `PANDABRIDGE_ACK_WAIT="30": not a valid duration`},
 		{"log level", with("PANDABRIDGE_LOG_LEVEL=loud"), `PANDABRIDGE_LOG_LEVEL="loud"`},
 		{"base url", with("PANDAPON_BASE_URL=api.pandapon.com"), `PANDAPON_BASE_URL="api.pandapon.com"`},
+		{"heap floor unit", with("PANDABRIDGE_GC_HEAP_FLOOR=64MB"), `PANDABRIDGE_GC_HEAP_FLOOR="64MB": not a valid size`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -298,6 +301,72 @@ func TestConsumerProcessEndToEndNeverLogsTheSecret(t *testing.T) {
 				t.Errorf("log line about event %s lacks event_type or refund_id: %s", id, l)
 			}
 		}
+	}
+}
+
+// TestGCHeapFloor: with PANDABRIDGE_GC_HEAP_FLOOR the running consumer's
+// GOGC (go_gc_gogc_percent on /metrics) rises above 100 once a collection
+// has ended; with GOGC also set, the operator's GOGC stays and the log says
+// why.
+func TestGCHeapFloor(t *testing.T) {
+	ns := testkit.NATS(t)
+	sb := testkit.Sandbox(t, sandbox.Options{GeneratedRefunds: 50})
+	_, js := testkit.Connect(t, ns.URL)
+	for _, tc := range []struct {
+		name, gogc string
+		raised     bool
+	}{{"floor", "", true}, {"floor and GOGC", "100", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			prefix := "gcfloor" + strconv.FormatBool(tc.raised)
+			env := []string{"NATS_URL=" + ns.URL, "PANDAPON_BASE_URL=" + sb.URL,
+				"PANDAPON_ACCESS_KEY=" + sandbox.DefaultAccessKey, "PANDAPON_ACCESS_SECRET=" + sandbox.DefaultAccessSecret,
+				"PANDABRIDGE_HTTP_ADDR=127.0.0.1:0", "PANDABRIDGE_SUBJECT_PREFIX=" + prefix, "PANDAPON_RATE_LIMIT=100000",
+				"PANDABRIDGE_GC_HEAP_FLOOR=64MiB"}
+			if tc.gogc != "" {
+				env = append(env, "GOGC="+tc.gogc)
+			}
+			p := startProcess(t, baseEnv(env...), bin.consumer)
+			addr := p.waitLine(`"msg":"serving health and metrics","addr":"([^"]+)"`)[1]
+			p.waitLine(`"msg":"consuming"`)
+			if !tc.raised {
+				p.waitLine(`"msg":"GOGC is set: PANDABRIDGE_GC_HEAP_FLOOR is not applied","GOGC":"100"`)
+			}
+			// Each handled lookup allocates some kB: publish until two
+			// collections have ended (go_gc_duration_seconds_count): the
+			// floor is set at the end of the first one after start.
+			gogc := func() (percent, cycles float64) {
+				for _, line := range strings.Split(httpBody(t, "http://"+addr+"/metrics"), "\n") {
+					if v, ok := strings.CutPrefix(line, "go_gc_gogc_percent "); ok {
+						percent, _ = strconv.ParseFloat(v, 64)
+					}
+					if v, ok := strings.CutPrefix(line, "go_gc_duration_seconds_count "); ok {
+						cycles, _ = strconv.ParseFloat(v, 64)
+					}
+				}
+				return percent, cycles
+			}
+			percent, cycles := gogc()
+			for i := 0; cycles < 2 && i < 100; i++ {
+				for k := range 100 {
+					e := testkit.Lookup(sandbox.GeneratedRefundID(k % 50))
+					msg, err := events.EncodeNATS(topology.New(prefix).Subjects.Of(events.TypeRefundLookupRequested), e)
+					if err != nil {
+						t.Fatal(err)
+					}
+					testkit.PublishMsg(t, js, msg)
+				}
+				percent, cycles = gogc()
+			}
+			if cycles < 2 {
+				t.Fatalf("fewer than 2 collections after 10,000 lookups")
+			}
+			if raised := percent > 100; raised != tc.raised {
+				t.Errorf("go_gc_gogc_percent %v after %v collections; want raised above 100: %v", percent, cycles, tc.raised)
+			}
+			if code := p.stop(syscall.SIGTERM); code != 0 {
+				t.Errorf("exit code %d after SIGTERM, want 0", code)
+			}
+		})
 	}
 }
 

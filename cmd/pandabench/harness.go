@@ -484,8 +484,10 @@ func (e *env) start(name string, sc Scenario, topo topology.Topology, profile, h
 		"PANDABRIDGE_HTTP_ADDR=" + httpAddr,
 	}
 	// Runtime tuning passes through to every contestant alike, so that
-	// its effect can be measured (e.g. GOGC=400 go run ./cmd/pandabench).
-	for _, name := range []string{"GOMAXPROCS", "GOGC", "GOMEMLIMIT"} {
+	// its effect can be measured (e.g. GOGC=400 go run ./cmd/pandabench);
+	// PANDABRIDGE_GC_HEAP_FLOOR only means something to the consumer and
+	// inprocess.
+	for _, name := range []string{"GOMAXPROCS", "GOGC", "GOMEMLIMIT", "PANDABRIDGE_GC_HEAP_FLOOR"} {
 		if v := os.Getenv(name); v != "" {
 			vars = append(vars, name+"="+v)
 		}

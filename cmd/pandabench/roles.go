@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pandabridge/pandabridge/events"
+	"github.com/pandabridge/pandabridge/gcfloor"
 	"github.com/pandabridge/pandabridge/handlers"
 	"github.com/pandabridge/pandabridge/pandapon"
 	"github.com/pandabridge/pandabridge/pipeline"
@@ -371,6 +372,14 @@ func refundIDOf(data []byte) string {
 // profiled with runtime/pprof.
 func runInProcess(ctx context.Context, cfg roleConfig) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	// As cmd/consumer's startGCFloor: a floor when set, unless GOGC is.
+	if v := os.Getenv("PANDABRIDGE_GC_HEAP_FLOOR"); v != "" && os.Getenv("GOGC") == "" {
+		floor, err := gcfloor.ParseSize(v)
+		if err != nil {
+			return fmt.Errorf("PANDABRIDGE_GC_HEAP_FLOOR: %w", err)
+		}
+		defer gcfloor.Start(floor).Stop()
+	}
 	tp, shutdownTracing, err := telemetry.SetupTracing(ctx, "pandabridge-consumer")
 	if err != nil {
 		return err
