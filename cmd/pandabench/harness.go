@@ -467,6 +467,24 @@ func freePort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
+// runtimeTuning appends to vars the runtime settings every contestant gets
+// alike: GOMAXPROCS, GOGC, GOMEMLIMIT and PANDABRIDGE_GC_HEAP_FLOOR from
+// this process's environment, so that their effect can be measured (e.g.
+// GOGC=400 go run ./cmd/pandabench; the floor only means something to the
+// consumer and inprocess), then -gomaxprocs, which wins over GOMAXPROCS (the
+// last of duplicate keys is the one a child sees).
+func runtimeTuning(vars []string, o Options) []string {
+	for _, name := range []string{"GOMAXPROCS", "GOGC", "GOMEMLIMIT", "PANDABRIDGE_GC_HEAP_FLOOR"} {
+		if v := os.Getenv(name); v != "" {
+			vars = append(vars, name+"="+v)
+		}
+	}
+	if o.GOMAXPROCS > 0 {
+		vars = append(vars, "GOMAXPROCS="+strconv.Itoa(o.GOMAXPROCS))
+	}
+	return vars
+}
+
 // start launches contestant name for the run's topology.
 func (e *env) start(name string, sc Scenario, topo topology.Topology, profile, httpAddr, logName string) (*child, error) {
 	vars := []string{
@@ -483,15 +501,7 @@ func (e *env) start(name string, sc Scenario, topo topology.Topology, profile, h
 		"PANDABRIDGE_LOG_LEVEL=" + e.o.LogLevel,
 		"PANDABRIDGE_HTTP_ADDR=" + httpAddr,
 	}
-	// Runtime tuning passes through to every contestant alike, so that
-	// its effect can be measured (e.g. GOGC=400 go run ./cmd/pandabench);
-	// PANDABRIDGE_GC_HEAP_FLOOR only means something to the consumer and
-	// inprocess.
-	for _, name := range []string{"GOMAXPROCS", "GOGC", "GOMEMLIMIT", "PANDABRIDGE_GC_HEAP_FLOOR"} {
-		if v := os.Getenv(name); v != "" {
-			vars = append(vars, name+"="+v)
-		}
-	}
+	vars = runtimeTuning(vars, e.o)
 	var cmd *exec.Cmd
 	switch name {
 	case contConsumer:

@@ -84,6 +84,10 @@ type Options struct {
 	Strict         bool
 	Verbose        bool
 	ChildLogDir    string
+	// GOMAXPROCS, when positive, is set for every contestant (not for the
+	// broker and sandbox in this process): a container with a CPU limit of
+	// 1, as deploy/k8s has, gets GOMAXPROCS 1 from Go's runtime.
+	GOMAXPROCS int
 	// Repeat is how many rounds of each scenario and mode run; contestants
 	// take turns within a round, in an order rotated every round, and the
 	// targets are judged on the medians over the rounds.
@@ -127,6 +131,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, string, error) {
 	fs.BoolVar(&o.Strict, "strict", false, "exit 1 when a target of the issue is missed (correctness failures always exit 1)")
 	fs.BoolVar(&o.Verbose, "v", false, "progress details on stderr")
 	fs.StringVar(&o.ChildLogDir, "child-logs", "", "directory to write each contestant's stderr to (default: kept in memory, last lines shown on failure)")
+	fs.IntVar(&o.GOMAXPROCS, "gomaxprocs", 0, "GOMAXPROCS of every contestant, not of the broker and sandbox (0: Go's default; 1 is what deploy/k8s's CPU limit of 1 gives)")
 	fs.IntVar(&o.Repeat, "repeat", 1, "rounds of every scenario and mode, contestants interleaved in a rotating order; targets are judged on the medians")
 	fs.IntVar(&o.BaselinePool, "baseline-pool", 0, "idle HTTP connections per host of the baseline: 0 = Go's default transport (2), the straightforward code's; -1 = C, the tuned variant")
 	fs.StringVar(&role, "role", "", "internal: run as a contestant (baseline, raw, inprocess), configured by the environment")
@@ -152,6 +157,9 @@ func parseFlags(args []string, stderr io.Writer) (Options, string, error) {
 		default:
 			return o, "", fmt.Errorf("-contestants: unknown contestant %q (want consumer, baseline, raw, inprocess)", c)
 		}
+	}
+	if o.GOMAXPROCS < 0 {
+		return o, "", fmt.Errorf("-gomaxprocs %d: must be 0 (Go's default) or positive", o.GOMAXPROCS)
 	}
 	if o.Repeat < 1 {
 		return o, "", fmt.Errorf("-repeat %d: must be at least 1", o.Repeat)

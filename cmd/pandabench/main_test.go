@@ -226,3 +226,46 @@ func TestTargetsUseMedians(t *testing.T) {
 		t.Errorf("rotate by 4 of abc = %v", got)
 	}
 }
+
+// TestRuntimeTuning: what a contestant's environment gets of the runtime
+// settings, -gomaxprocs winning over an inherited GOMAXPROCS.
+func TestRuntimeTuning(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "4")
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	t.Setenv("PANDABRIDGE_GC_HEAP_FLOOR", "64MiB")
+	last := func(vars []string, key string) string {
+		v := ""
+		for _, kv := range vars {
+			if k, val, _ := strings.Cut(kv, "="); k == key {
+				v = val
+			}
+		}
+		return v
+	}
+	o, _, err := parseFlags([]string{"-gomaxprocs", "1"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := runtimeTuning([]string{"PATH=/bin"}, o)
+	if got := last(vars, "GOMAXPROCS"); got != "1" {
+		t.Errorf("-gomaxprocs 1 with GOMAXPROCS=4 inherited: a child sees GOMAXPROCS=%q, want 1 (%v)", got, vars)
+	}
+	if got := last(vars, "PANDABRIDGE_GC_HEAP_FLOOR"); got != "64MiB" {
+		t.Errorf("PANDABRIDGE_GC_HEAP_FLOOR not passed through: %v", vars)
+	}
+	if got := last(vars, "GOGC"); got != "" {
+		t.Errorf("an empty GOGC was passed: %v", vars)
+	}
+	if got := last(runtimeTuning(nil, Options{}), "GOMAXPROCS"); got != "4" {
+		t.Errorf("without -gomaxprocs a child sees GOMAXPROCS=%q, want the inherited 4", got)
+	}
+	if _, _, err := parseFlags([]string{"-gomaxprocs", "-1"}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "-gomaxprocs -1") {
+		t.Errorf("-gomaxprocs -1: error %v, want one naming the flag and value", err)
+	}
+	var out bytes.Buffer
+	report(&out, o, []Result{{Scenario: defaultScenarios[0], Mode: modeDrain, Contestant: contBaseline, N: 1, Rate: 1}})
+	if !strings.Contains(out.String(), "(contestants: 1)") || !strings.Contains(out.String(), "PANDABRIDGE_GC_HEAP_FLOOR=64MiB") {
+		t.Errorf("the report header does not say what the contestants ran with:\n%s", out.String())
+	}
+}

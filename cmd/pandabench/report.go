@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -36,8 +38,8 @@ func report(w io.Writer, o Options, results []Result) {
 	if len(results) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\npandabench: %s/%s, %d CPUs, GOMAXPROCS %d, %s; baseline HTTP pool: %s\n\n", runtime.GOOS, runtime.GOARCH,
-		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), baselinePoolText(o.BaselinePool))
+	fmt.Fprintf(w, "\npandabench: %s/%s, %d CPUs, GOMAXPROCS %d (contestants: %s), %s; baseline HTTP pool: %s%s\n\n", runtime.GOOS, runtime.GOARCH,
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), contestantProcs(o.GOMAXPROCS), runtime.Version(), baselinePoolText(o.BaselinePool), consumerTuning())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scen\tmode\tcontestant\tN\tC\tupstream\tevents/s\t% ideal\t× baseline\tCPU µs/ev\tbroker+sbx µs/ev\tpeak RSS MB\tp50 ms\tp95 ms\tp99 ms\tmax ms\tcheck\t")
 	for _, r := range results {
@@ -292,4 +294,30 @@ func baselinePoolText(n int) string {
 		return "C idle per host"
 	}
 	return fmt.Sprintf("%d idle per host", n)
+}
+
+// contestantProcs describes Options.GOMAXPROCS as the children see it.
+func contestantProcs(n int) string {
+	if n > 0 {
+		return strconv.Itoa(n)
+	}
+	if v := os.Getenv("GOMAXPROCS"); v != "" {
+		return v
+	}
+	return "Go's default"
+}
+
+// consumerTuning names the runtime settings passed through to the
+// contestants, so that a report says what it measured.
+func consumerTuning() string {
+	var set []string
+	for _, name := range []string{"GOGC", "GOMEMLIMIT", "PANDABRIDGE_GC_HEAP_FLOOR"} {
+		if v := os.Getenv(name); v != "" {
+			set = append(set, name+"="+v)
+		}
+	}
+	if len(set) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(set, " ")
 }
