@@ -1,17 +1,18 @@
-// Package gcfloor keeps the garbage collector from running while the live
-// heap is small, by giving the heap a floor under which it does not collect.
+// Package gcfloor keeps the garbage collector from running often while the
+// live heap is small, by raising GOGC so that the heap goal reaches a floor.
 //
-// Go starts a collection when the heap reaches its goal,
+// Go sets the heap goal at the end of every cycle,
 //
 //	goal = live + (live + stacks + globals) × GOGC/100, at least 4 MiB × GOGC/100
 //
-// (live: the heap marked live by the last cycle; stacks and globals: the
-// bytes of goroutine stacks and globals it scanned). A consumer whose
-// working set is a few MB therefore collects every few MB of allocation: at
-// C = 16 the pandabridge consumer allocates about 15 kB per event, runs
-// dozens of cycles a second at 10,000 events/s, and spends about a tenth of
-// its CPU on them. A Tuner re-computes GOGC at the end of every cycle so
-// that the next goal is the floor:
+// (live: the heap marked live by the cycle; stacks and globals: the bytes of
+// goroutine stacks and globals it scanned), and starts the next cycle at a
+// trigger somewhat below the goal (70–95 % of the way from live to goal). A
+// consumer whose working set is a few MB therefore collects every few MB of
+// allocation: at C = 16 the pandabridge consumer allocates about 15 kB per
+// event and, at 10,000 events/s, runs dozens of cycles a second. A Tuner
+// re-computes GOGC at the end of every cycle so that the next goal is the
+// floor:
 //
 //	GOGC = max(base, min(MaxPercent, floor × 100 / 4 MiB, (floor − live) × 100 / (live + stacks + globals)))
 //
@@ -20,11 +21,17 @@
 // ("/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes":
 // the pacer's own, read without stopping the world); the middle bound keeps
 // the runtime's 4 MiB × GOGC/100 minimum goal from overshooting the floor.
+// MaxPercent (1000) caps the rest: with a floor above 40 MiB, a process with
+// little live heap gets a goal between 40 MiB (the minimum goal at GOGC
+// 1000) and the floor.
+//
 // Once the default goal exceeds the floor the formula gives less than base,
-// so a large heap is collected exactly as without a Tuner: the floor costs at
-// most the difference between floor and the default goal, and only while the
-// heap is small. GOMEMLIMIT keeps working, because the runtime collects when
-// the memory limit is reached whatever GOGC says.
+// so a large heap is collected as without a Tuner, from the cycle after the
+// one in which it grew (GOGC is adjusted after each cycle, on the runtime's
+// finalizer goroutine): the floor costs at most the difference between the
+// floor and the default goal, and only while the heap is small. GOMEMLIMIT
+// keeps working, because the runtime collects when the memory limit is
+// reached whatever GOGC says: set it too.
 //
 // This is the heap-floor idea of bytedance/gopkg's util/gctuner, restricted to
 // raising GOGC and written against runtime/metrics instead of ReadMemStats.
@@ -43,7 +50,8 @@ import (
 const MaxPercent = 1000
 
 // heapMinimum is the runtime's smallest heap goal at GOGC=100; it scales
-// with GOGC.
+// with GOGC. (GOEXPERIMENT=heapminimum512kib lowers it, which makes the bound
+// below merely conservative.)
 const heapMinimum = 4 << 20
 
 const (
@@ -60,17 +68,18 @@ type Heap struct {
 	Globals uint64 // global variable bytes scanned
 }
 
-// Tuner adjusts GOGC after every garbage collection until Stop. The zero
-// value and a nil *Tuner are inactive; Stop and Percent are safe on both.
+// Tuner adjusts GOGC after every garbage collection until Stop. A nil
+// *Tuner and the zero value are inactive: Stop does nothing and Percent
+// reports the GOGC in force.
 type Tuner struct {
-	floor uint64
+	floor uint64 // 0: inactive
 	base  int
 
-	stopped atomic.Bool
+	mu      sync.Mutex // orders tune's SetGCPercent against Stop's
+	stopped bool
 	percent atomic.Int64
 	tunings atomic.Uint64    // collections seen, for tests
 	samples []metrics.Sample // used only by the finalizer goroutine, one call at a time
-	stop    sync.Once
 }
 
 // sentinel is the object whose finalizer runs once per collection. It holds a
@@ -95,16 +104,16 @@ func Start(floor Size) *Tuner {
 }
 
 // onGC runs on the runtime's finalizer goroutine after each collection in
-// which the sentinel was found unreachable, and re-arms itself.
+// which the sentinel was found unreachable, and re-arms itself until Stop.
 func onGC(s *sentinel) {
-	if s.t.stopped.Load() {
-		return
+	if s.t.tune() {
+		runtime.SetFinalizer(s, onGC)
 	}
-	s.t.tune()
-	runtime.SetFinalizer(s, onGC)
 }
 
-func (t *Tuner) tune() {
+// tune sets GOGC for the heap the last cycle left, unless stopped; it
+// reports whether the Tuner is still running.
+func (t *Tuner) tune() bool {
 	metrics.Read(t.samples)
 	var v [3]uint64
 	for i, s := range t.samples {
@@ -113,11 +122,17 @@ func (t *Tuner) tune() {
 		}
 	}
 	p := Percent(t.base, t.floor, Heap{Live: v[0], Stacks: v[1], Globals: v[2]})
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return false
+	}
 	t.tunings.Add(1)
 	if int64(p) != t.percent.Load() {
 		t.percent.Store(int64(p))
 		debug.SetGCPercent(p)
 	}
+	return true
 }
 
 // Percent is the GOGC a Tuner sets after a cycle that left h: the one that
@@ -134,24 +149,29 @@ func Percent(base int, floor uint64, h Heap) int {
 }
 
 // Percent returns the GOGC the Tuner last set (its base until the first
-// collection), or the GOGC in force when t is nil.
+// collection, and again after Stop), or the GOGC in force when t is nil or
+// inactive.
 func (t *Tuner) Percent() int {
-	if t == nil {
+	if t == nil || t.floor == 0 {
 		return currentPercent()
 	}
 	return int(t.percent.Load())
 }
 
-// Stop ends the tuning and restores the base GOGC. The finalizer may run once
-// more, and then does nothing.
+// Stop ends the tuning and restores the base GOGC; once it has returned the
+// Tuner changes GOGC no more. Stop may be called more than once.
 func (t *Tuner) Stop() {
-	if t == nil {
+	if t == nil || t.floor == 0 {
 		return
 	}
-	t.stop.Do(func() {
-		t.stopped.Store(true)
-		debug.SetGCPercent(t.base)
-	})
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return
+	}
+	t.stopped = true
+	t.percent.Store(int64(t.base))
+	debug.SetGCPercent(t.base)
 }
 
 // currentPercent reads GOGC without changing it (-1 when off).

@@ -1,6 +1,7 @@
 package gcfloor
 
 import (
+	"math"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -63,6 +64,8 @@ func restoreGOGC(t *testing.T) {
 func TestFloorCutsCollections(t *testing.T) {
 	restoreGOGC(t)
 	debug.SetGCPercent(100)
+	limit := debug.SetMemoryLimit(math.MaxInt64) // a GOMEMLIMIT would cap the goal
+	t.Cleanup(func() { debug.SetMemoryLimit(limit) })
 	const volume = 512 << 20
 	runtime.GC()
 	before := gcCycles()
@@ -81,7 +84,7 @@ func TestFloorCutsCollections(t *testing.T) {
 	churn(volume)
 	with := gcCycles() - before
 
-	t.Logf("%d MB of garbage: %d collections at GOGC=100, %d with a 64 MB floor (GOGC %d)", volume>>20, without, with, tuner.Percent())
+	t.Logf("%d MB of garbage: %d collections at GOGC=100, %d with a 64 MiB floor (GOGC %d: the goal is at least 40 MiB)", volume>>20, without, with, tuner.Percent())
 	if with*4 > without {
 		t.Errorf("with a 64 MB floor: %d collections, want at most a quarter of the %d without", with, without)
 	}
@@ -93,10 +96,23 @@ func TestFloorCutsCollections(t *testing.T) {
 	if got := currentPercent(); got != 100 {
 		t.Errorf("after Stop GOGC = %d, want the base 100", got)
 	}
+	if got := tuner.Percent(); got != 100 {
+		t.Errorf("after Stop Percent() = %d, want the base 100", got)
+	}
+	// Stopped means stopped: later collections leave GOGC alone.
+	debug.SetGCPercent(150)
+	tunings := tuner.tunings.Load()
+	for range 5 {
+		runtime.GC()
+	}
+	if got := currentPercent(); got != 150 || tuner.tunings.Load() != tunings {
+		t.Errorf("after Stop and 5 collections GOGC = %d (want 150), %d more tunings (want 0)", got, tuner.tunings.Load()-tunings)
+	}
 }
 
-// TestLargeHeapKeepsBase: a live heap above half the floor is collected as
-// without a tuner.
+// TestLargeHeapKeepsBase: a heap whose default goal is above the floor
+// (8 MB live, so about 16 MB) is collected as without a tuner, although the
+// live heap itself is under the floor.
 func TestLargeHeapKeepsBase(t *testing.T) {
 	restoreGOGC(t)
 	debug.SetGCPercent(100)
@@ -104,11 +120,11 @@ func TestLargeHeapKeepsBase(t *testing.T) {
 	for range 64 {
 		live = append(live, make([]byte, 128<<10)) // 8 MB kept
 	}
-	tuner := Start(8 << 20)
+	tuner := Start(12 << 20)
 	defer tuner.Stop()
 	waitFor(t, func() bool { return tuner.tunings.Load() >= 2 })
 	if got := tuner.Percent(); got != 100 {
-		t.Errorf("with 8 MB live and an 8 MB floor GOGC = %d, want 100", got)
+		t.Errorf("with 8 MB live and a 12 MiB floor GOGC = %d, want 100", got)
 	}
 	runtime.KeepAlive(live)
 }
@@ -128,6 +144,14 @@ func TestInactive(t *testing.T) {
 		t.Errorf("nil tuner Percent with GOGC=off = %d, want -1", got)
 	}
 	debug.SetGCPercent(100)
+	var zero Tuner
+	zero.Stop()
+	if got := currentPercent(); got != 100 {
+		t.Errorf("Stop of a zero Tuner set GOGC to %d, want it left at 100", got)
+	}
+	if got := zero.Percent(); got != 100 {
+		t.Errorf("zero Tuner Percent = %d, want the GOGC in force, 100", got)
+	}
 }
 
 // waitFor polls cond, running collections so that finalizers get their turn.

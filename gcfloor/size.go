@@ -6,11 +6,16 @@ import (
 	"strings"
 )
 
-// Size is a number of bytes written as GOMEMLIMIT is: a non-negative
-// integer with an optional unit B, KiB, MiB or GiB ("24MiB", "0",
-// "25165824"). It implements encoding.TextUnmarshaler, so configuration
-// loaders such as envconfig read it directly.
+// Size is a number of bytes written like GOMEMLIMIT: a non-negative integer
+// with an optional unit B, KiB, MiB or GiB ("64MiB", "0", "25165824"; spaces
+// around the number and unit are ignored), at most MaxSize. It implements
+// encoding.TextUnmarshaler, so configuration loaders such as envconfig read
+// it directly.
 type Size uint64
+
+// MaxSize is the largest Size ParseSize accepts: 1 PiB, far beyond any heap
+// and small enough that the Tuner's arithmetic cannot overflow.
+const MaxSize Size = 1 << 50
 
 var units = []struct {
 	suffix string
@@ -27,8 +32,11 @@ func ParseSize(s string) (Size, error) {
 		}
 	}
 	n, err := strconv.ParseUint(num, 10, 64)
-	if err != nil || n > (1<<63)>>shift {
-		return 0, fmt.Errorf("%q is not a size: want a non-negative integer with an optional unit B, KiB, MiB or GiB (e.g. 24MiB)", s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a size: want a non-negative integer with an optional unit B, KiB, MiB or GiB (e.g. 64MiB)", s)
+	}
+	if n > uint64(MaxSize)>>shift {
+		return 0, fmt.Errorf("%q is too large: at most %s", s, MaxSize)
 	}
 	return Size(n << shift), nil
 }

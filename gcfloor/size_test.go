@@ -15,7 +15,10 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "-1", "24MB", "24 M", "1.5GiB", "MiB", "99999999999GiB"} {
+	if got, err := ParseSize("1048576GiB"); err != nil || got != MaxSize {
+		t.Errorf("ParseSize(1048576GiB) = %d, %v; want MaxSize", got, err)
+	}
+	for _, in := range []string{"", "-1", "24MB", "24 M", "1.5GiB", "MiB", "1048577GiB", "1125899906842625", "99999999999999999999"} {
 		_, err := ParseSize(in)
 		if err == nil || !strings.Contains(err.Error(), "\""+in+"\"") {
 			t.Errorf("ParseSize(%q): error %v, want one quoting the input", in, err)

@@ -71,10 +71,10 @@ type Config struct {
 	LogLevel  string `envconfig:"PANDABRIDGE_LOG_LEVEL" default:"info"`
 	LogFormat string `envconfig:"PANDABRIDGE_LOG_FORMAT" default:"json"`
 
-	// PANDABRIDGE_GC_HEAP_FLOOR: heap size under which the garbage
-	// collector does not start a cycle (package gcfloor); 0, the default,
-	// leaves Go's collector as it is. Not applied when GOGC is set: an
-	// explicit GOGC wins.
+	// PANDABRIDGE_GC_HEAP_FLOOR: the heap goal GOGC is raised to while
+	// Go's own goal is smaller (package gcfloor); 0, the default, leaves
+	// Go's collector as it is. Not applied when GOGC is set: an explicit
+	// GOGC wins.
 	GCHeapFloor gcfloor.Size `envconfig:"PANDABRIDGE_GC_HEAP_FLOOR" default:"0"`
 }
 

@@ -239,9 +239,9 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 	return runErr
 }
 
-// startGCFloor starts the garbage collector's heap floor unless it is 0 or
-// the operator chose a GOGC (gogc, the environment's value), which wins. The
-// nil *gcfloor.Tuner it may return is safe to Stop.
+// startGCFloor starts the garbage collector's heap floor (package gcfloor)
+// unless it is 0 or the operator chose a GOGC (gogc, the environment's
+// value), which wins. The nil *gcfloor.Tuner it may return is safe to Stop.
 func startGCFloor(floor gcfloor.Size, gogc string, log *slog.Logger) *gcfloor.Tuner {
 	if gogc != "" {
 		if floor != 0 {

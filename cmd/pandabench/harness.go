@@ -152,7 +152,7 @@ func Bench(ctx context.Context, o Options, log io.Writer) ([]Result, error) {
 			if ctx.Err() != nil {
 				break
 			}
-			results = append(results, e.run(ctx, sc, modeSoak, c))
+			results = append(results, e.run(ctx, sc, modeSoak, c, 0))
 		}
 		return results, ctx.Err()
 	}
@@ -175,9 +175,7 @@ func Bench(ctx context.Context, o Options, log io.Writer) ([]Result, error) {
 					if ctx.Err() != nil {
 						return results, ctx.Err()
 					}
-					r := e.run(ctx, sc, mode, c)
-					r.Round = round
-					results = append(results, r)
+					results = append(results, e.run(ctx, sc, mode, c, round))
 				}
 			}
 		}
@@ -186,8 +184,9 @@ func Bench(ctx context.Context, o Options, log io.Writer) ([]Result, error) {
 }
 
 // rotate returns list starting at its (round mod len)-th element, so that
-// over rounds every contestant runs early and late alike (the machine's load
-// drifts).
+// over rounds every contestant runs first as often as the others (exactly so
+// when the number of rounds is a multiple of the number of contestants): the
+// machine's load drifts.
 func rotate(list []string, round int) []string {
 	if len(list) == 0 {
 		return nil
@@ -630,8 +629,13 @@ func (e *env) deleteStreams(topo topology.Topology) {
 
 // run performs one contestant's run; it never panics on the contestant's
 // failure, it records it in Result.Err.
-func (e *env) run(ctx context.Context, sc Scenario, mode, name string) (r Result) {
-	r = Result{Scenario: sc, Mode: mode, Contestant: name}
+func (e *env) run(ctx context.Context, sc Scenario, mode, name string, round int) (r Result) {
+	r = Result{Scenario: sc, Mode: mode, Contestant: name, Round: round}
+	// What the run's files (profile, child log, metrics) are named after.
+	fileBase := fmt.Sprintf("%s-%s-%s", sc.Name, mode, name)
+	if e.o.Repeat > 1 {
+		fileBase += fmt.Sprintf("-r%d", round+1)
+	}
 	e.seq++
 	tag := fmt.Sprintf("pb%d%s%s", e.seq, strings.ToLower(sc.Name), mode[:2])
 	topo := topology.New(tag)
@@ -675,7 +679,7 @@ func (e *env) run(ctx context.Context, sc Scenario, mode, name string) (r Result
 	profile := ""
 	if e.o.CPUProfileDir != "" && name != contConsumer {
 		_ = os.MkdirAll(e.o.CPUProfileDir, 0o755)
-		profile, _ = filepath.Abs(filepath.Join(e.o.CPUProfileDir, fmt.Sprintf("%s-%s-%s.pprof", sc.Name, mode, name)))
+		profile, _ = filepath.Abs(filepath.Join(e.o.CPUProfileDir, fileBase+".pprof"))
 	}
 	httpAddr, err := freePort()
 	if err != nil {
@@ -683,7 +687,7 @@ func (e *env) run(ctx context.Context, sc Scenario, mode, name string) (r Result
 		return r
 	}
 	started := time.Now()
-	ch, err := e.start(name, sc, topo, profile, httpAddr, fmt.Sprintf("%s-%s-%s", sc.Name, mode, name))
+	ch, err := e.start(name, sc, topo, profile, httpAddr, fileBase)
 	if err != nil {
 		r.Err = err
 		return r
@@ -798,7 +802,7 @@ func (e *env) run(ctx context.Context, sc Scenario, mode, name string) (r Result
 		var text []byte
 		r.Metrics, text = scrapeMetrics(httpAddr)
 		if e.o.ChildLogDir != "" && text != nil {
-			_ = os.WriteFile(filepath.Join(e.o.ChildLogDir, fmt.Sprintf("%s-%s-%s.metrics", sc.Name, mode, name)), text, 0o644)
+			_ = os.WriteFile(filepath.Join(e.o.ChildLogDir, fileBase+".metrics"), text, 0o644)
 		}
 	}
 	close(sampleStop)

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -163,11 +165,17 @@ func TestRepeatInterleavesRounds(t *testing.T) {
 		t.Fatal(err)
 	}
 	o.Timeout, o.RunTimeout = time.Minute, 30*time.Second
+	o.ChildLogDir = t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
 	defer cancel()
 	results, err := Bench(ctx, o, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range []string{"S1-drain-baseline-r1.log", "S1-drain-baseline-r2.log", "S1-drain-raw-r1.log", "S1-drain-raw-r2.log"} {
+		if _, err := os.Stat(filepath.Join(o.ChildLogDir, f)); err != nil {
+			t.Errorf("each round keeps its own child log: %v", err)
+		}
 	}
 	var order []string
 	for _, r := range results {
@@ -211,13 +219,18 @@ func TestTargetsUseMedians(t *testing.T) {
 	}
 	got := strings.Join(targetLines(results), "\n")
 	for _, want := range []string{
-		"PASS S1 events/s ≥ 1.7× baseline: 1.76× (9000 vs 5000) [median of 3 rounds: 1.50, 1.76, 1.90]",
+		"PASS S1 events/s ≥ 1.7× baseline: 1.76× (8800 vs 5000) [median of 3 rounds: 1.50, 1.76, 1.90]",
 		"PASS S1 pipeline CPU ≤ 60µs/event: 58.0 µs [median of 3 rounds: 55.0, 58.0, 70.0]",
 		"PASS S2 ≥ 97% of ideal 1280/s: 97.5% (1248/s) [median of 3 rounds: 96.0%, 97.5%, 98.0%]",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("targets lack %q:\n%s", want, got)
 		}
+	}
+	// A failed round is said, not hidden.
+	results[4].Err = errors.New("correctness")
+	if got := strings.Join(targetLines(results), "\n"); !strings.Contains(got, "[median of 2 of 3 rounds (the others failed): 1.50, 1.76]") {
+		t.Errorf("with round 2's S1 baseline failed, the targets do not say so:\n%s", got)
 	}
 	if median([]float64{4, 1, 3, 2}) != 2.5 {
 		t.Error("median of an even count is not the mean of the middle two")

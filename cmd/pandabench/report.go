@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -111,13 +112,20 @@ func report(w io.Writer, o Options, results []Result) {
 	}
 
 	fmt.Fprintln(w, "\nGo benchmark format (benchstat):")
+	// The -N suffix is GOMAXPROCS, as go test writes it: the contestants'.
+	procs := runtime.NumCPU()
+	if o.GOMAXPROCS > 0 {
+		procs = o.GOMAXPROCS
+	} else if n, err := strconv.Atoi(os.Getenv("GOMAXPROCS")); err == nil && n > 0 {
+		procs = n
+	}
 	fmt.Fprintf(w, "goos: %s\ngoarch: %s\npkg: github.com/pandabridge/pandabridge/cmd/pandabench\n", runtime.GOOS, runtime.GOARCH)
 	for _, r := range results {
 		if r.Err != nil || r.Rate <= 0 {
 			continue
 		}
 		fmt.Fprintf(w, "BenchmarkE2E/%s/%s/%s-%d\t%d\t%.0f ns/op\t%.1f events/s\t%.2f cpu-us/event\t%.2f broker-us/event\t%.2f peak-rss-MB",
-			r.Scenario.Name, r.Mode, r.Contestant, runtime.NumCPU(), r.N, float64(time.Second)/r.Rate, r.Rate, us(r.CPU), us(r.ParentCPU), mb(r.PeakRSS))
+			r.Scenario.Name, r.Mode, r.Contestant, procs, r.N, float64(time.Second)/r.Rate, r.Rate, us(r.CPU), us(r.ParentCPU), mb(r.PeakRSS))
 		if i := r.Scenario.Ideal(); i > 0 && r.Mode == modeDrain && r.Contestant != contRaw {
 			fmt.Fprintf(w, "\t%.2f %%ideal", 100*r.Rate/i)
 		}
@@ -195,30 +203,37 @@ func median(vs []float64) float64 {
 	return s[len(s)/2]
 }
 
-// spread lists the per-round values behind a median, smallest first, or
-// says nothing for a single round.
-func spread(vs []float64, format string) string {
-	if len(vs) < 2 {
+// spread lists the per-round values behind a median, smallest first, and
+// how many of the rounds they are; it says nothing when there is one value
+// of one round.
+func spread(vs []float64, format string, rounds int) string {
+	if len(vs) < 2 && rounds < 2 {
 		return ""
 	}
 	parts := make([]string, 0, len(vs))
 	for _, v := range slices.Sorted(slices.Values(vs)) {
 		parts = append(parts, fmt.Sprintf(format, v))
 	}
-	return fmt.Sprintf(" [median of %d rounds: %s]", len(vs), strings.Join(parts, ", "))
+	of := fmt.Sprintf("%d rounds", len(vs))
+	if len(vs) < rounds {
+		of = fmt.Sprintf("%d of %d rounds (the others failed)", len(vs), rounds)
+	}
+	return fmt.Sprintf(" [median of %s: %s]", of, strings.Join(parts, ", "))
 }
 
 // targetLines evaluates the targets for the real consumer: ratios
 // are taken within a round, and every figure is the median over the rounds.
 func targetLines(results []Result) []string {
 	var out []string
-	var ratios, crates, brates, cpus, s2, s3 []float64
-	for _, rd := range rounds(results) {
+	type s1round struct{ ratio, consumer, baseline float64 }
+	var s1 []s1round
+	var cpus, s2, s3 []float64
+	all := rounds(results)
+	for _, rd := range all {
 		if c, ok := find(results, "S1", modeDrain, contConsumer, rd); ok {
 			cpus = append(cpus, us(c.CPU))
 			if b, ok := find(results, "S1", modeDrain, contBaseline, rd); ok {
-				ratios = append(ratios, c.Rate/b.Rate)
-				crates, brates = append(crates, c.Rate), append(brates, b.Rate)
+				s1 = append(s1, s1round{c.Rate / b.Rate, c.Rate, b.Rate})
 			}
 		}
 		if c, ok := find(results, "S2", modeDrain, contConsumer, rd); ok {
@@ -228,13 +243,22 @@ func targetLines(results []Result) []string {
 			s3 = append(s3, c.Rate/c.Scenario.Ideal())
 		}
 	}
-	if len(ratios) > 0 {
+	if len(s1) > 0 {
+		ratios := make([]float64, len(s1))
+		for i, r := range s1 {
+			ratios[i] = r.ratio
+		}
 		ratio := median(ratios)
-		out = append(out, fmt.Sprintf("%s S1 events/s ≥ %.1f× baseline: %.2f× (%.0f vs %.0f)%s", verdict(ratio >= targetS1Ratio), targetS1Ratio, ratio, median(crates), median(brates), spread(ratios, "%.2f")))
+		rates := ""
+		if len(s1)%2 == 1 { // the rates of the round whose ratio is the median
+			slices.SortFunc(s1, func(a, b s1round) int { return cmp.Compare(a.ratio, b.ratio) })
+			rates = fmt.Sprintf(" (%.0f vs %.0f)", s1[len(s1)/2].consumer, s1[len(s1)/2].baseline)
+		}
+		out = append(out, fmt.Sprintf("%s S1 events/s ≥ %.1f× baseline: %.2f×%s%s", verdict(ratio >= targetS1Ratio), targetS1Ratio, ratio, rates, spread(ratios, "%.2f", len(all))))
 	}
 	if len(cpus) > 0 {
 		cpu := median(cpus)
-		out = append(out, fmt.Sprintf("%s S1 pipeline CPU ≤ %s/event: %.1f µs%s", verdict(cpu <= us(targetS1CPU)), targetS1CPU, cpu, spread(cpus, "%.1f")))
+		out = append(out, fmt.Sprintf("%s S1 pipeline CPU ≤ %s/event: %.1f µs%s", verdict(cpu <= us(targetS1CPU)), targetS1CPU, cpu, spread(cpus, "%.1f", len(all))))
 	}
 	ideal := func(name string, target float64, fs []float64) {
 		if len(fs) == 0 {
@@ -246,7 +270,7 @@ func targetLines(results []Result) []string {
 		for i, v := range fs {
 			pct[i] = 100 * v
 		}
-		out = append(out, fmt.Sprintf("%s %s ≥ %.0f%% of ideal %.0f/s: %.1f%% (%.0f/s)%s", verdict(f >= target), name, 100*target, sc.Ideal(), 100*f, f*sc.Ideal(), spread(pct, "%.1f%%")))
+		out = append(out, fmt.Sprintf("%s %s ≥ %.0f%% of ideal %.0f/s: %.1f%% (%.0f/s)%s", verdict(f >= target), name, 100*target, sc.Ideal(), 100*f, f*sc.Ideal(), spread(pct, "%.1f%%", len(all))))
 	}
 	ideal("S2", targetS2Ideal, s2)
 	ideal("S3", targetS3Ideal, s3)
