@@ -103,7 +103,7 @@ func describeType(t string) string {
 	case "Duration", "time.Duration":
 		return `duration (e.g. "30s", "5m")`
 	case "gcfloor.Size":
-		return `size (e.g. "24MiB", "0")`
+		return `size (e.g. "64MiB", "0")`
 	}
 	return t
 }
