@@ -466,6 +466,10 @@ func freePort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
+// passedThrough are the runtime settings runtimeTuning copies from this
+// process's environment to every contestant's.
+var passedThrough = []string{"GOMAXPROCS", "GOGC", "GOMEMLIMIT", "PANDABRIDGE_GC_HEAP_FLOOR"}
+
 // runtimeTuning appends to vars the runtime settings every contestant gets
 // alike: GOMAXPROCS, GOGC, GOMEMLIMIT and PANDABRIDGE_GC_HEAP_FLOOR from
 // this process's environment, so that their effect can be measured (e.g.
@@ -473,7 +477,7 @@ func freePort() (string, error) {
 // consumer and inprocess), then -gomaxprocs, which wins over GOMAXPROCS (the
 // last of duplicate keys is the one a child sees).
 func runtimeTuning(vars []string, o Options) []string {
-	for _, name := range []string{"GOMAXPROCS", "GOGC", "GOMEMLIMIT", "PANDABRIDGE_GC_HEAP_FLOOR"} {
+	for _, name := range passedThrough {
 		if v := os.Getenv(name); v != "" {
 			vars = append(vars, name+"="+v)
 		}

@@ -40,7 +40,7 @@ func report(w io.Writer, o Options, results []Result) {
 		return
 	}
 	fmt.Fprintf(w, "\npandabench: %s/%s, %d CPUs, GOMAXPROCS %d (contestants: %s), %s; baseline HTTP pool: %s%s\n\n", runtime.GOOS, runtime.GOARCH,
-		runtime.NumCPU(), runtime.GOMAXPROCS(0), contestantProcs(o.GOMAXPROCS), runtime.Version(), baselinePoolText(o.BaselinePool), consumerTuning())
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), contestantProcsText(o), runtime.Version(), baselinePoolText(o.BaselinePool), consumerTuning())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scen\tmode\tcontestant\tN\tC\tupstream\tevents/s\t% ideal\t× baseline\tCPU µs/ev\tbroker+sbx µs/ev\tpeak RSS MB\tp50 ms\tp95 ms\tp99 ms\tmax ms\tcheck\t")
 	for _, r := range results {
@@ -113,11 +113,9 @@ func report(w io.Writer, o Options, results []Result) {
 
 	fmt.Fprintln(w, "\nGo benchmark format (benchstat):")
 	// The -N suffix is GOMAXPROCS, as go test writes it: the contestants'.
-	procs := runtime.NumCPU()
-	if o.GOMAXPROCS > 0 {
-		procs = o.GOMAXPROCS
-	} else if n, err := strconv.Atoi(os.Getenv("GOMAXPROCS")); err == nil && n > 0 {
-		procs = n
+	procs := contestantProcs(o)
+	if procs == 0 {
+		procs = runtime.NumCPU()
 	}
 	fmt.Fprintf(w, "goos: %s\ngoarch: %s\npkg: github.com/pandabridge/pandabridge/cmd/pandabench\n", runtime.GOOS, runtime.GOARCH)
 	for _, r := range results {
@@ -320,13 +318,23 @@ func baselinePoolText(n int) string {
 	return fmt.Sprintf("%d idle per host", n)
 }
 
-// contestantProcs describes Options.GOMAXPROCS as the children see it.
-func contestantProcs(n int) string {
-	if n > 0 {
-		return strconv.Itoa(n)
+// contestantProcs is the GOMAXPROCS the contestants run with, as
+// runtimeTuning passes it: -gomaxprocs, else an inherited GOMAXPROCS, else 0
+// (Go's default).
+func contestantProcs(o Options) int {
+	if o.GOMAXPROCS > 0 {
+		return o.GOMAXPROCS
 	}
-	if v := os.Getenv("GOMAXPROCS"); v != "" {
-		return v
+	if n, err := strconv.Atoi(os.Getenv("GOMAXPROCS")); err == nil && n > 0 {
+		return n
+	}
+	return 0
+}
+
+// contestantProcsText describes contestantProcs for the report's header.
+func contestantProcsText(o Options) string {
+	if n := contestantProcs(o); n > 0 {
+		return strconv.Itoa(n)
 	}
 	return "Go's default"
 }
@@ -335,8 +343,8 @@ func contestantProcs(n int) string {
 // contestants, so that a report says what it measured.
 func consumerTuning() string {
 	var set []string
-	for _, name := range []string{"GOGC", "GOMEMLIMIT", "PANDABRIDGE_GC_HEAP_FLOOR"} {
-		if v := os.Getenv(name); v != "" {
+	for _, name := range passedThrough {
+		if v := os.Getenv(name); v != "" && name != "GOMAXPROCS" { // the header shows it already
 			set = append(set, name+"="+v)
 		}
 	}
