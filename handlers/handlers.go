@@ -6,6 +6,8 @@
 //   - outputs and a nil error: publish them, then acknowledge the input;
 //   - an error matching pandapon.ErrTransient: PandaPon could not be reached
 //     or answered unusably; redeliver the input later;
+//   - an *UnknownOutcomeError: a submission may or may not have been
+//     carried out; redeliver the input no sooner than its RecheckAfter;
 //   - any other error: a programming or configuration fault; the pipeline
 //     treats it like a transient one (bounded redeliveries, then the
 //     dead-letter subject) so nothing is lost.
@@ -18,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
@@ -44,10 +47,37 @@ type Handler struct {
 	// Source is the source attribute of every output event.
 	Source   string
 	Subjects events.Subjects
+	// RecheckDelay is how long a return.shipped whose submission may have
+	// been carried out without an answer (UnknownOutcomeError) waits before
+	// PandaPon's state is checked again (default DefaultRecheckDelay).
+	RecheckDelay time.Duration
 }
 
 // DefaultSource is the source of output events unless configured.
 const DefaultSource = "pandabridge"
+
+// DefaultRecheckDelay is the default Handler.RecheckDelay: six times
+// PandaPon's default attempt timeout, for a submission PandaPon was still
+// working on when the client stopped waiting.
+const DefaultRecheckDelay = time.Minute
+
+// UnknownOutcomeError reports a submission whose request reached PandaPon
+// (or may have) without a usable answer: a timeout, a reset connection, a
+// 5xx, a truncated body, or a shutdown cancelling it in flight. PandaPon may
+// still be carrying it out, so querying at once could see the parcel
+// missing and submit it a second time. The input must be redelivered no
+// sooner than RecheckAfter; its handling then starts with a query, as
+// always, and submits only if the parcel is still not recorded.
+type UnknownOutcomeError struct {
+	RecheckAfter time.Duration
+	Err          error
+}
+
+func (e *UnknownOutcomeError) Error() string {
+	return fmt.Sprintf("return logistics submission may have been carried out without an answer (check again in %s): %v", e.RecheckAfter, e.Err)
+}
+
+func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
 
 // Handle performs the input's request and returns its single output. See the
 // package documentation for what errors mean.
@@ -86,7 +116,10 @@ func (h *Handler) returnShipped(ctx context.Context, in events.Input) ([]Output,
 	if err != nil {
 		return h.failedOr(in, err, "PandaPon refused the refund query made before submitting the return logistics")
 	}
-	if recorded(current, rs.LogisticsNo) {
+	if done, err := recorded(current, rs.LogisticsNo); err != nil || done {
+		if err != nil {
+			return nil, fmt.Errorf("checking PandaPon's refund before submitting: %w", err)
+		}
 		return h.updated(in, current), nil
 	}
 	resp, err := h.PandaPon.SubmitReturnLogistics(ctx, pandapon.ReturnLogistics{
@@ -101,6 +134,9 @@ func (h *Handler) returnShipped(ctx context.Context, in events.Input) ([]Output,
 	}
 	var apiErr *pandapon.APIError
 	if !errors.As(err, &apiErr) {
+		if pandapon.MayHaveBeenProcessed(err) {
+			return nil, &UnknownOutcomeError{RecheckAfter: h.recheckDelay(), Err: err}
+		}
 		return nil, err
 	}
 	again, qerr := h.PandaPon.QueryRefund(ctx, in.RefundID())
@@ -109,16 +145,32 @@ func (h *Handler) returnShipped(ctx context.Context, in events.Input) ([]Output,
 		// rather than publish a failure that may be wrong.
 		return nil, fmt.Errorf("submission refused (%w), then re-query failed: %w", err, qerr)
 	}
-	if recorded(again, rs.LogisticsNo) {
+	if done, err := recorded(again, rs.LogisticsNo); err != nil || done {
+		if err != nil {
+			return nil, fmt.Errorf("submission refused (%w), then checking PandaPon's refund: %w", apiErr, err)
+		}
 		return h.updated(in, again), nil
 	}
 	return h.failed(in, apiErr, "PandaPon refused the return logistics submission")
 }
 
 // recorded reports whether the refund's state already holds logisticsNo.
-func recorded(resp *pandapon.Response, logisticsNo string) bool {
-	v, err := resp.Refund()
-	return err == nil && v.LogisticsNo != "" && v.LogisticsNo == logisticsNo
+// It reads the logistics number alone (pandapon.RecordedLogisticsNo), and
+// an unreadable one is an error rather than "not recorded": when in
+// doubt, nothing is submitted.
+func recorded(resp *pandapon.Response, logisticsNo string) (bool, error) {
+	got, err := pandapon.RecordedLogisticsNo(resp.Data)
+	if err != nil {
+		return false, fmt.Errorf("cannot tell whether parcel %q is recorded: %w", logisticsNo, err)
+	}
+	return got != "" && got == logisticsNo, nil
+}
+
+func (h *Handler) recheckDelay() time.Duration {
+	if h.RecheckDelay <= 0 {
+		return DefaultRecheckDelay
+	}
+	return h.RecheckDelay
 }
 
 func (h *Handler) source() string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,6 +73,9 @@ func TestReturnShippedOutcomes(t *testing.T) {
 		{"refused, re-query fails: retry later", &scriptedPandaPon{queries: []string{aggregate(20, ""), ""}, submitErr: refused}, "", true, 1},
 		{"query fails: retry later, nothing submitted", &scriptedPandaPon{queries: []string{""}}, "", true, 0},
 		{"submission transient: retry later", &scriptedPandaPon{queries: []string{aggregate(20, "")}, submitErr: &pandapon.TransientError{HTTPStatus: 502}}, "", true, 1},
+		{"recorded, other members of unexpected shapes: no submission", &scriptedPandaPon{queries: []string{
+			`{"refundOrderAggregate":{"refundOrder":{"refundStatus":"thirty"},"logistics":{"logisticsNo":"SF1","logisticsCompany":"SF"}}}`}, submitErr: refused},
+			events.TypeRefundUpdated, false, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,5 +115,59 @@ func TestRequestFailedCarriesPandaPonsAnswer(t *testing.T) {
 	}
 	if outs[0].Subject != "pandapon.refund.request.failed" || outs[0].Event.Source() != "test" {
 		t.Errorf("published to %s with source %s", outs[0].Subject, outs[0].Event.Source())
+	}
+}
+
+// TestSubmissionWithUnknownOutcomeIsRecheckedLater: a submission that
+// reached PandaPon without an answer may still be carried out, so the
+// input must not be handled again at once; one that provably did not reach
+// it is an ordinary transient failure.
+func TestSubmissionWithUnknownOutcomeIsRecheckedLater(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		submitErr error
+		delay     time.Duration // of the Handler
+		want      time.Duration // RecheckAfter; 0: not an UnknownOutcomeError
+	}{
+		{"timed out after sending", &pandapon.TransientError{Sent: true, Err: context.DeadlineExceeded}, 0, DefaultRecheckDelay},
+		{"5xx, configured delay", &pandapon.TransientError{Sent: true, HTTPStatus: 502}, 3 * time.Second, 3 * time.Second},
+		{"unusable answer", &pandapon.ResponseError{HTTPStatus: 200, BodyPrefix: "<html>"}, 0, DefaultRecheckDelay},
+		{"429: refused before processing", &pandapon.TransientError{HTTPStatus: 429}, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pp := &scriptedPandaPon{queries: []string{aggregate(20, "")}, submitErr: tc.submitErr}
+			outs, err := (&Handler{PandaPon: pp, RecheckDelay: tc.delay}).Handle(context.Background(), returnShipped(t))
+			if outs != nil || !errors.Is(err, pandapon.ErrTransient) {
+				t.Fatalf("got %v, %v; want no output and a transient error", outs, err)
+			}
+			ue, ok := errors.AsType[*UnknownOutcomeError](err)
+			if tc.want == 0 {
+				if ok {
+					t.Errorf("err = %v, want an ordinary transient error", err)
+				}
+				return
+			}
+			if !ok || ue.RecheckAfter != tc.want {
+				t.Fatalf("err = %v, want an UnknownOutcomeError with RecheckAfter %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestUnreadableLogisticsSubmitsNothing: when PandaPon's answer does not
+// say whether the parcel is recorded, nothing is submitted.
+func TestUnreadableLogisticsSubmitsNothing(t *testing.T) {
+	pp := &scriptedPandaPon{queries: []string{`{"refundOrderAggregate":{"logistics":"SF1 via SF"}}`}}
+	outs, err := (&Handler{PandaPon: pp}).Handle(context.Background(), returnShipped(t))
+	if outs != nil || err == nil {
+		t.Fatalf("got %v, %v; want an error", outs, err)
+	}
+	for _, want := range []string{`parcel "SF1"`, `refundOrderAggregate.logistics is "SF1 via SF"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	if pp.submitted != 0 {
+		t.Errorf("submitted %d times without knowing whether the parcel is recorded", pp.submitted)
 	}
 }

@@ -10,10 +10,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -205,7 +207,12 @@ func New(cfg Config) (*Client, error) {
 	c.http = &retryablehttp.Client{
 		// No http.Client.Timeout: limitedTransport times each attempt from
 		// when it has passed the limiter, so queueing is not a timeout.
-		HTTPClient:   &http.Client{Transport: lim},
+		// Redirects are not followed: net/http would turn the POST into a
+		// body-less GET and send the signed headers to whatever host the
+		// Location names. A 3xx is reported as a ResponseError instead.
+		HTTPClient: &http.Client{Transport: lim, CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		}},
 		Logger:       nil, // retryablehttp would log URLs; we report through errors
 		RetryWaitMin: cfg.RetryWaitMin,
 		RetryWaitMax: cfg.RetryWaitMax,
@@ -261,6 +268,10 @@ type callState struct {
 	endpoint    Endpoint
 	attempts    int
 	lastFailure string // outcome of the attempt that is being retried
+	// sent is set when the current attempt of an endpoint that is not
+	// RetrySafe has written its request headers: from then on PandaPon
+	// may process it (TransientError.Sent).
+	sent atomic.Bool
 }
 
 type callStateKey struct{}
@@ -342,22 +353,37 @@ func (c *Client) call(ctx context.Context, st *callState, pathSuffix string, que
 	}
 	req.Header[headerAccept] = headerJSON
 	c.cfg.Credentials.SignRequest(req.Header, c.cfg.Now())
+	if !ep.RetrySafe {
+		// Only these need to know whether a failed attempt may have been
+		// processed; the trace costs an allocation per request.
+		req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteHeaders: func() { st.sent.Store(true) },
+		}))
+	}
 
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if resp != nil {
 			drain(resp.Body)
 		}
-		return nil, &TransientError{Endpoint: ep.String(), Attempts: st.attempts, Err: scrubURLError(err)}
+		return nil, &TransientError{Endpoint: ep.String(), Attempts: st.attempts, Sent: st.sent.Load(), Err: scrubURLError(err)}
 	}
 	defer drain(resp.Body)
 	if isTransientStatus(resp.StatusCode) {
 		ra, _ := retryAfter(resp)
-		return nil, &TransientError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, RetryAfter: ra, Attempts: st.attempts}
+		// A 429 is a refusal before processing; any other status may come
+		// after PandaPon did the work.
+		sent := st.sent.Load() && resp.StatusCode != http.StatusTooManyRequests
+		return nil, &TransientError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, RetryAfter: ra, Attempts: st.attempts, Sent: sent}
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return nil, &ResponseError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode,
+			Err: fmt.Errorf("redirect to %q not followed: PANDAPON_BASE_URL should name the API itself", redactQuery(resp.Header.Get("Location")))}
 	}
 	b, err := readBody(resp, c.cfg.MaxResponseBytes)
 	if err != nil {
-		return nil, &TransientError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, Attempts: st.attempts, Err: fmt.Errorf("reading body: %w", err)}
+		return nil, &TransientError{Endpoint: ep.String(), HTTPStatus: resp.StatusCode, Attempts: st.attempts, Sent: st.sent.Load(),
+			Err: fmt.Errorf("reading body: %w", err)}
 	}
 	received := c.cfg.Now()
 	if int64(len(b)) > c.cfg.MaxResponseBytes {
@@ -438,7 +464,7 @@ func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error)
 			}
 		}
 		if retrySafe || isConnRefused(err) {
-			return true, nil
+			return c.retrying(st), nil
 		}
 		return false, nil
 	}
@@ -463,7 +489,17 @@ func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error)
 			return false, nil // the caller's deadline ends before we may retry
 		}
 	}
-	return true, nil
+	return c.retrying(st), nil
+}
+
+// retrying records that the attempt being retried ended in a way that
+// proves PandaPon did not process it (for endpoints that are not
+// RetrySafe, checkRetry retries nothing else), and returns true.
+func (c *Client) retrying(st *callState) bool {
+	if st != nil {
+		st.sent.Store(false)
+	}
+	return true
 }
 
 // prepareRetry re-signs a request before each retry with a fresh nonce and
@@ -513,6 +549,17 @@ func isTransientStatus(code int) bool {
 
 func isConnRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
+// redactQuery returns a Location for an error message: without its query,
+// fragment and user information, which may carry tokens.
+func redactQuery(loc string) string {
+	u, err := url.Parse(loc)
+	if err != nil {
+		return "(not a URL)"
+	}
+	u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment, u.User = "", false, "", "", nil
+	return u.String()
+}
+
 // scrubURLError drops the URL from a *url.Error: the URL holds no secret, but
 // the query can hold user data and the operation is already named.
 func scrubURLError(err error) error {
@@ -532,7 +579,10 @@ func readBody(resp *http.Response, limit int64) ([]byte, error) {
 		b := make([]byte, n+1) // +1: room to notice a body longer than announced
 		m, err := io.ReadFull(r, b)
 		if err == io.ErrUnexpectedEOF || err == io.EOF {
-			err = nil
+			err = nil // ReadFull's way of saying the body ended
+		}
+		if err == nil && m < int(n) {
+			err = fmt.Errorf("body ended after %d of the %d bytes its Content-Length announced: %w", m, n, io.ErrUnexpectedEOF)
 		}
 		if err != nil || m <= int(n) {
 			return b[:m], err

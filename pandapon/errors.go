@@ -45,6 +45,15 @@ type TransientError struct {
 	RetryAfter time.Duration
 	// Attempts is how many HTTP requests were sent.
 	Attempts int
+	// Sent reports that the last attempt's request was written, in whole or
+	// in part, so PandaPon may have processed it although no usable answer
+	// came back (a timeout, a reset connection, a 5xx, a truncated body).
+	// It is false when PandaPon cannot have processed the request: nothing
+	// was written (circuit open, connection refused, the caller gave up
+	// before sending) or PandaPon answered 429. It is tracked only for
+	// endpoints that are not RetrySafe; for the others, which are harmless
+	// to repeat, it is always false. See MayHaveBeenProcessed.
+	Sent bool
 	// Err is the underlying cause (network error, context error), or nil
 	// when the server answered with a transient status.
 	Err error
@@ -68,6 +77,21 @@ func (e *TransientError) Unwrap() error { return e.Err }
 
 // Is makes errors.Is(err, ErrTransient) true.
 func (e *TransientError) Is(target error) bool { return target == ErrTransient }
+
+// MayHaveBeenProcessed reports whether err, from a call to an endpoint
+// that is not RetrySafe, leaves it unknown whether PandaPon carried the
+// request out: a *TransientError with Sent, or a *ResponseError (PandaPon,
+// or something in front of it, answered, but not with a usable envelope).
+// A caller must not repeat such a request before PandaPon has had time to
+// finish it and its state has been checked again. Business errors
+// (*APIError) are answers, not unknowns: it returns false for them.
+func MayHaveBeenProcessed(err error) bool {
+	if te, ok := errors.AsType[*TransientError](err); ok {
+		return te.Sent
+	}
+	_, ok := errors.AsType[*ResponseError](err)
+	return ok
+}
 
 // ResponseError reports an answer that is not a usable envelope: a body that
 // is not JSON, not an envelope, or an HTTP status that carries no envelope

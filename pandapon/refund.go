@@ -1,6 +1,7 @@
 package pandapon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -229,4 +230,40 @@ func ParseRefundView(data []byte) (RefundView, error) {
 		}
 	}
 	return v, nil
+}
+
+// RecordedLogisticsNo returns the return parcel's logistics number recorded
+// in a data object holding a refundOrderAggregate
+// (refundOrderAggregate.logistics.logisticsNo), "" when none is recorded
+// (the member or its logistics object is absent or null). Unlike
+// ParseRefundView it reads nothing else, so an unexpected shape elsewhere
+// in the aggregate cannot hide a recorded parcel; a logistics object or
+// number of an unexpected shape is an error naming it, since whether a
+// parcel was recorded decides whether it is submitted.
+func RecordedLogisticsNo(data []byte) (string, error) {
+	var a struct {
+		RefundOrderAggregate *struct {
+			Logistics json.RawMessage `json:"logistics"`
+		} `json:"refundOrderAggregate"`
+	}
+	if err := json.Unmarshal(data, &a); err != nil {
+		return "", fmt.Errorf("pandapon: reading refundOrderAggregate.logistics: %w", err)
+	}
+	if a.RefundOrderAggregate == nil {
+		return "", nil
+	}
+	raw := bytes.TrimSpace(a.RefundOrderAggregate.Logistics)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return "", nil
+	}
+	if raw[0] != '{' {
+		return "", fmt.Errorf("pandapon: refundOrderAggregate.logistics is %.60s, not an object", raw)
+	}
+	var l struct {
+		LogisticsNo FlexString `json:"logisticsNo"`
+	}
+	if err := json.Unmarshal(raw, &l); err != nil {
+		return "", fmt.Errorf("pandapon: reading refundOrderAggregate.logistics.logisticsNo: %w", err)
+	}
+	return l.LogisticsNo.Value, nil
 }

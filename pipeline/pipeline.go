@@ -646,6 +646,13 @@ func (p *Pipeline) settle(j *job) (*pending, settlement) {
 // redelivered after a backoff.
 func (p *Pipeline) failed(j *job, err error, drainDeadline bool) settlement {
 	if drainDeadline {
+		if d, ok := recheckAfter(err); ok {
+			// A submission cut off in flight: another replica must not
+			// query PandaPon before it has had time to finish it.
+			_ = p.settleMsg(j, func() error { return j.msg.NakWithDelay(d) })
+			return settledHandedBack.with(slog.String("reason", "drain deadline reached while handling"), slog.Any("error", err),
+				slog.Duration("retry_in", d))
+		}
 		_ = p.settleMsg(j, j.msg.Nak)
 		return settledHandedBack.with(slog.String("reason", "drain deadline reached while handling"), slog.Any("error", err))
 	}
@@ -795,8 +802,10 @@ func (p *Pipeline) deliveries(j *job) int {
 }
 
 // backoff is the redelivery delay after the n-th delivery failed: jittered
-// exponential between BackoffMin and BackoffMax, and at least what PandaPon
-// asked for with Retry-After.
+// exponential between BackoffMin and BackoffMax, at least what PandaPon
+// asked for with Retry-After (capped at BackoffMax), and at least the
+// RecheckAfter of a submission with an unknown outcome (not capped: it
+// guards against submitting twice).
 func (p *Pipeline) backoff(n int, err error) time.Duration {
 	ceil := p.cfg.BackoffMin << min(max(n-1, 0), 20)
 	if ceil > p.cfg.BackoffMax || ceil <= 0 {
@@ -807,7 +816,18 @@ func (p *Pipeline) backoff(n int, err error) time.Duration {
 	if errors.As(err, &te) && te.RetryAfter > d {
 		d = min(te.RetryAfter, p.cfg.BackoffMax)
 	}
+	if r, ok := recheckAfter(err); ok && r > d {
+		d = r
+	}
 	return d
+}
+
+// recheckAfter is the delay an *handlers.UnknownOutcomeError asks for.
+func recheckAfter(err error) (time.Duration, bool) {
+	if ue, ok := errors.AsType[*handlers.UnknownOutcomeError](err); ok {
+		return ue.RecheckAfter, true
+	}
+	return 0, false
 }
 
 func typeOf(msg jetstream.Msg) string {

@@ -1,10 +1,14 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -606,4 +610,64 @@ func TestOpenCircuitTurnsAnOutageIntoDelayedRedelivery(t *testing.T) {
 		t.Errorf("%d inputs dead-lettered during a PandaPon outage shorter than the delivery budget", len(e.dlq.Msgs()))
 	}
 	t.Logf("outage: %d failing requests reached PandaPon for %d inputs", outage, n)
+}
+
+// TestSlowCommitIsNotSubmittedTwice: PandaPon carries a submission out
+// after the client stopped waiting for it. The input must come back only
+// after the handler's RecheckDelay, find the parcel recorded, and submit
+// nothing again (an immediate redelivery would query too early and submit
+// a second time).
+func TestSlowCommitIsNotSubmittedTwice(t *testing.T) {
+	e := start(t)
+	e.stop()
+	var posts atomic.Int32
+	committed := make(chan struct{})
+	gateway := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			e.sb.Sandbox.ServeHTTP(w, r)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		late := r.Clone(context.Background())
+		late.Body = io.NopCloser(bytes.NewReader(body))
+		if posts.Add(1) == 1 {
+			go func() { // PandaPon finishes the work long after the client gave up
+				time.Sleep(800 * time.Millisecond)
+				e.sb.Sandbox.ServeHTTP(httptest.NewRecorder(), late)
+				close(committed)
+			}()
+			<-r.Context().Done()
+			return
+		}
+		e.sb.Sandbox.ServeHTTP(w, late)
+	}))
+	t.Cleanup(gateway.Close)
+	client, err := pandapon.New(pandapon.Config{BaseURL: gateway.URL, RateLimit: -1, AttemptTimeout: 300 * time.Millisecond,
+		Credentials: pandapon.Credentials{AccessKey: sandbox.DefaultAccessKey, AccessSecret: sandbox.DefaultAccessSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const recheck = 1500 * time.Millisecond
+	e.run(&handlers.Handler{PandaPon: client, Subjects: e.topo.Subjects, RecheckDelay: recheck},
+		pipeline.Config{Topology: e.topo, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+
+	in := testkit.ReturnShipped(sandbox.GeneratedRefundID(42), "SF", "SF-SLOW-1")
+	start := time.Now()
+	e.publish(in)
+	out := e.outputFor(in.ID())
+	took := time.Since(start)
+	<-committed
+	if v := refundView(t, out); out.Type() != events.TypeRefundUpdated || v.LogisticsNo != "SF-SLOW-1" {
+		t.Errorf("output %s with logisticsNo %q, want refund.updated with SF-SLOW-1", out.Type(), v.LogisticsNo)
+	}
+	if n := posts.Load(); n != 1 {
+		t.Errorf("the submission reached PandaPon %d times, want 1", n)
+	}
+	if st := e.sb.Stats(); st.DuplicateSubmissions != 0 || st.AcceptedSubmissions != 1 {
+		t.Errorf("sandbox accepted %d submissions and refused %d duplicates, want 1 and 0", st.AcceptedSubmissions, st.DuplicateSubmissions)
+	}
+	if took < recheck {
+		t.Errorf("answered after %s, before the recheck delay %s", took, recheck)
+	}
+	e.settled()
 }
