@@ -15,6 +15,7 @@ import (
 
 	"github.com/pandabridge/pandabridge/events"
 	"github.com/pandabridge/pandabridge/gcfloor"
+	"github.com/pandabridge/pandabridge/internal/redact"
 	"github.com/pandabridge/pandabridge/pandapon"
 )
 
@@ -232,32 +233,13 @@ func (c *Config) Validate(dev bool) error {
 // order of the struct; secrets print as [REDACTED], and so does the
 // password of a URL (nats://user:password@host).
 func (c Config) Print(w io.Writer) {
-	c.NATSURL = redactURLs(c.NATSURL)
-	c.PandaPonBaseURL = redactURLs(c.PandaPonBaseURL)
+	c.NATSURL = redact.URLs(c.NATSURL)
+	c.PandaPonBaseURL = redact.URLs(c.PandaPonBaseURL)
 	v := reflect.ValueOf(c)
 	t := v.Type()
 	for i := range t.NumField() {
 		fmt.Fprintf(w, "%s=%v\n", t.Field(i).Tag.Get("envconfig"), v.Field(i).Interface())
 	}
-}
-
-// redactURLs hides the password of each URL in a comma-separated list;
-// parts that do not parse are shown as [UNPARSABLE URL], since they may
-// hold one.
-func redactURLs(list string) string {
-	if list == "" {
-		return ""
-	}
-	parts := strings.Split(list, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil {
-			parts[i] = "[UNPARSABLE URL]"
-			continue
-		}
-		parts[i] = u.Redacted()
-	}
-	return strings.Join(parts, ",")
 }
 
 func parseLevel(s string) (slog.Level, error) {

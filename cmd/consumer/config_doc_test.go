@@ -59,13 +59,13 @@ func TestEveryVariableIsDocumented(t *testing.T) {
 func TestPrintConfigRedactsSecrets(t *testing.T) {
 	var b strings.Builder
 	Config{PandaPonAccessSecret: "hunter2-secret", PandaPonAccessKey: "key", Concurrency: 7,
-		NATSURL: "nats://alice:natspw-secret@n1:4222,nats://alice:natspw-secret@n2:4222"}.Print(&b)
+		NATSURL: "nats://alice:natspw-secret@n1:4222,nats://natstoken-secret@n2:4222"}.Print(&b)
 	out := b.String()
-	if strings.Contains(out, "hunter2-secret") || strings.Contains(out, "natspw-secret") {
+	if strings.Contains(out, "hunter2-secret") || strings.Contains(out, "natspw-secret") || strings.Contains(out, "natstoken-secret") {
 		t.Errorf("-print-config shows the secret:\n%s", out)
 	}
 	for _, want := range []string{"PANDAPON_ACCESS_SECRET=[REDACTED]\n", "PANDAPON_ACCESS_KEY=key\n", "PANDABRIDGE_CONCURRENCY=7\n",
-		"NATS_URL=nats://alice:xxxxx@n1:4222,nats://alice:xxxxx@n2:4222\n"} {
+		"NATS_URL=nats://alice:[REDACTED]@n1:4222,nats://[REDACTED]@n2:4222\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("-print-config lacks %q:\n%s", want, out)
 		}

@@ -38,6 +38,7 @@ import (
 	"github.com/pandabridge/pandabridge/events"
 	"github.com/pandabridge/pandabridge/gcfloor"
 	"github.com/pandabridge/pandabridge/handlers"
+	"github.com/pandabridge/pandabridge/internal/redact"
 	"github.com/pandabridge/pandabridge/pandapon"
 	"github.com/pandabridge/pandabridge/pipeline"
 	"github.com/pandabridge/pandabridge/telemetry"
@@ -270,7 +271,7 @@ func connect(cfg Config, log *slog.Logger) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+			log.Info("reconnected to NATS", "url", redact.URLs(nc.ConnectedUrl()))
 		}),
 	}
 	if cfg.NATSCreds != "" {
@@ -283,7 +284,7 @@ func connect(cfg Config, log *slog.Logger) (*nats.Conn, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("connecting to NATS_URL %s: %w", redactURLs(cfg.NATSURL), err)
+		return nil, fmt.Errorf("connecting to NATS_URL %s: %w", redact.URLs(cfg.NATSURL), err)
 	}
 	return nc, nil
 }

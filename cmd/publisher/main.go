@@ -29,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pandabridge/pandabridge/events"
+	"github.com/pandabridge/pandabridge/internal/redact"
 	"github.com/pandabridge/pandabridge/topology"
 )
 
@@ -197,18 +198,5 @@ func natsConnectError(urls string, err error) error {
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	return fmt.Errorf("connecting to NATS at %s (NATS_URL): %w", redactURL(urls), err)
-}
-
-// redactURL drops user:password from a URL list for messages.
-func redactURL(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		if at := strings.LastIndex(p, "@"); at >= 0 {
-			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
-				parts[i] = p[:scheme+3] + "[REDACTED]@" + p[at+1:]
-			}
-		}
-	}
-	return strings.Join(parts, ",")
+	return fmt.Errorf("connecting to NATS at %s (NATS_URL): %w", redact.URLs(urls), err)
 }

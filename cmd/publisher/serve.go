@@ -23,6 +23,7 @@ import (
 	"github.com/pandabridge/pandabridge/callbacks"
 	"github.com/pandabridge/pandabridge/delivery"
 	"github.com/pandabridge/pandabridge/ingest"
+	"github.com/pandabridge/pandabridge/internal/redact"
 	"github.com/pandabridge/pandabridge/telemetry"
 	"github.com/pandabridge/pandabridge/topology"
 	"github.com/pandabridge/pandabridge/webhooks"
@@ -368,7 +369,7 @@ func (c *cli) dialServe(log *slog.Logger) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+			log.Info("reconnected to NATS", "url", redact.URLs(nc.ConnectedUrl()))
 		}),
 	}
 	if c.cfg.NATSCreds != "" {

@@ -1,0 +1,36 @@
+// Package redact makes configuration values safe to print.
+package redact
+
+import (
+	"net/url"
+	"strings"
+)
+
+// URLs returns the comma-separated URL list with every credential
+// hidden: the password of user:password@ becomes [REDACTED], and a lone
+// user@ becomes [REDACTED]@, because NATS reads that as a token (unlike
+// url.URL.Redacted and nats.Conn.ConnectedUrlRedacted, which print it).
+// A part that does not parse is shown as [UNPARSABLE URL], since it may
+// hold a credential. Surrounding spaces of each part are dropped.
+func URLs(list string) string {
+	if list == "" {
+		return ""
+	}
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "[UNPARSABLE URL]"
+			continue
+		}
+		if u.User != nil {
+			if _, hasPassword := u.User.Password(); hasPassword {
+				u.User = url.UserPassword(u.User.Username(), "[REDACTED]")
+			} else {
+				u.User = url.User("[REDACTED]")
+			}
+		}
+		parts[i] = strings.NewReplacer("%5B", "[", "%5D", "]").Replace(u.String())
+	}
+	return strings.Join(parts, ",")
+}

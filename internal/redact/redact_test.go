@@ -1,0 +1,19 @@
+package redact
+
+import "testing"
+
+func TestURLs(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                                  "",
+		"nats://127.0.0.1:4222":             "nats://127.0.0.1:4222",
+		"nats://s3cret-token@nats:4222":     "nats://[REDACTED]@nats:4222",
+		"nats://alice:s3cret@nats:4222":     "nats://alice:[REDACTED]@nats:4222",
+		"tls://a:p@n1:4222, nats://tok@n2":  "tls://a:[REDACTED]@n1:4222,nats://[REDACTED]@n2",
+		"nats://tok%zz@n1":                  "[UNPARSABLE URL]",
+		"nats://n1:4222,nats://s3cret@n2:1": "nats://n1:4222,nats://[REDACTED]@n2:1",
+	} {
+		if got := URLs(in); got != want {
+			t.Errorf("URLs(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
