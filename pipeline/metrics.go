@@ -16,6 +16,9 @@ type Metrics struct {
 	// DeadLettered counts dead letters by input type and kind ("invalid",
 	// "max_deliveries").
 	DeadLettered *prometheus.CounterVec
+	// DeadLetterFailed counts attempts to dead-letter an input that could
+	// not be stored, by input type; the input is tried again later.
+	DeadLetterFailed *prometheus.CounterVec
 	// HandleSeconds is the time from receiving an input to settling it.
 	HandleSeconds *prometheus.HistogramVec
 	// InFlight is the number of inputs received and not yet settled.
@@ -41,6 +44,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pandabridge_events_dead_lettered_total",
 			Help: "Input messages moved to the dead-letter subject, by type and kind (invalid, max_deliveries).",
 		}, []string{"type", "kind"}),
+		DeadLetterFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pandabridge_dead_letter_failures_total",
+			Help: "Attempts to dead-letter an input that could not be stored (dead-letter stream unavailable or full), by type; the input is tried again after the backoff.",
+		}, []string{"type"}),
 		HandleSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pandabridge_handle_duration_seconds",
 			Help:    "Time from receiving an input event to settling it.",
@@ -60,7 +67,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Consumed, m.Published, m.DeadLettered, m.HandleSeconds, m.InFlight, m.ConsumerPending, m.ConsumerAckPending)
+		reg.MustRegister(m.Consumed, m.Published, m.DeadLettered, m.DeadLetterFailed, m.HandleSeconds, m.InFlight, m.ConsumerPending, m.ConsumerAckPending)
 	}
 	return m
 }

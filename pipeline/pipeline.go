@@ -12,6 +12,11 @@
 //   - a transient failure is redelivered with exponential backoff
 //     (NakWithDelay, at least the server's Retry-After); on the
 //     MaxDeliveries-th failed delivery it is dead-lettered instead;
+//   - a dead letter that cannot be stored (the dead-letter stream is
+//     unavailable or full) is tried again on every redelivery, with the
+//     backoff, until it is: the server's own delivery limit is off, so it
+//     never gives up on a message silently. One too large to store whole
+//     is stored without its payload (Pandabridge-Dlq-Payload-Omitted);
 //   - a message is never left unacknowledged long enough for the server to
 //     redeliver it while it is still held: every held message is marked in
 //     progress every AckWait/3;
@@ -75,10 +80,6 @@ const (
 	DefaultBackoffMax     = 5 * time.Minute
 	DefaultHandlerTimeout = time.Minute
 	DefaultDrainTimeout   = 20 * time.Second
-	// maxDeliverSlack is how many deliveries beyond MaxDeliveries the server
-	// still makes, so that a message whose last allowed delivery died with
-	// the process is delivered once more and dead-lettered, not stranded.
-	maxDeliverSlack = 3
 	// defaultMaxAckPending is JetStream's own default.
 	defaultMaxAckPending = 1000
 )
@@ -342,8 +343,11 @@ func (p *Pipeline) ensure(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, err
 	}
 	return p.cfg.Topology.EnsureConsumer(ctx, p.js, topology.ConsumerSettings{
-		AckWait:    p.cfg.AckWait,
-		MaxDeliver: p.cfg.MaxDeliveries + maxDeliverSlack,
+		AckWait: p.cfg.AckWait,
+		// The pipeline counts deliveries and dead-letters; a server-side
+		// limit would strand a message whose dead letter could not be
+		// stored (the server stops delivering it, nobody settles it).
+		MaxDeliver: -1,
 		// Each process bounds what it holds (MaxInFlight); the server-wide
 		// cap only has to leave room for every replica's share.
 		MaxAckPending: max(defaultMaxAckPending, 4*(p.cfg.MaxInFlight+p.cfg.MaxQueued)),
@@ -779,10 +783,22 @@ func (p *Pipeline) deadLetter(j *job, kind, reason string) settlement {
 	if j.meta != nil {
 		seq = j.meta.Sequence.Stream
 	}
-	dl := topology.NewDeadLetter(subject, j.msg.Headers(), j.msg.Data(), reason, p.deliveries(j), seq)
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	if _, err := p.js.PublishMsg(ctx, dl); err != nil {
+	dl := topology.NewDeadLetter(subject, j.msg.Headers(), j.msg.Data(), reason, p.deliveries(j), seq)
+	_, err := p.js.PublishMsg(ctx, dl)
+	if tooLarge(err) {
+		// The input plus the reason headers exceeds what NATS or the
+		// dead-letter stream accepts: it never will. Store the reason and
+		// the way to the input (still in its stream) instead of nothing.
+		dl.Data = nil
+		dl.Header.Set(topology.HeaderDLQPayloadOmitted, fmt.Sprintf(
+			"%d bytes, too large for a dead letter (%v); the input is message %d of stream %s",
+			len(j.msg.Data()), err, seq, p.cfg.Topology.InputStream))
+		_, err = p.js.PublishMsg(ctx, dl)
+	}
+	if err != nil {
+		p.m.DeadLetterFailed.WithLabelValues(j.typ).Inc()
 		delay := p.backoff(p.deliveries(j), err)
 		_ = p.settleMsg(j, func() error { return j.msg.NakWithDelay(delay) })
 		st := settledRetry.with(slog.String("error", "could not dead-letter: "+err.Error()), slog.String("dlq_reason", reason), slog.Duration("retry_in", delay))
@@ -792,6 +808,12 @@ func (p *Pipeline) deadLetter(j *job, kind, reason string) settlement {
 	_ = p.settleMsg(j, func() error { return j.msg.TermWithReason(truncate(reason, 200)) })
 	p.m.DeadLettered.WithLabelValues(j.typ, kind).Inc()
 	return settledDeadLettered.with(slog.String("dlq_subject", subject), slog.String("dlq_reason", reason))
+}
+
+// tooLarge reports a publish refused for its size, by the client (the
+// server's max_payload) or by the stream (max_msg_size).
+func tooLarge(err error) bool {
+	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum)
 }
 
 func (p *Pipeline) deliveries(j *job) int {

@@ -19,6 +19,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/pandabridge/pandabridge/events"
 	"github.com/pandabridge/pandabridge/handlers"
@@ -669,5 +670,78 @@ func TestSlowCommitIsNotSubmittedTwice(t *testing.T) {
 	if took < recheck {
 		t.Errorf("answered after %s, before the recheck delay %s", took, recheck)
 	}
+	e.settled()
+}
+
+// TestOversizedPoisonInputIsDeadLetteredWithoutPayload: an input close to
+// NATS's max_payload cannot be stored again with the reason headers. It
+// used to be redelivered until the server gave up on it, settled by
+// nobody; now its dead letter keeps everything but the payload.
+func TestOversizedPoisonInputIsDeadLetteredWithoutPayload(t *testing.T) {
+	e := start(t)
+	m := nats.NewMsg("pandapon.return.shipped")
+	m.Header.Set("Content-Type", "text/plain")
+	m.Data = bytes.Repeat([]byte("x"), 1<<20-200) // the embedded server's max_payload is 1 MiB
+	testkit.PublishMsg(t, e.js, m)
+	dl := e.dlq.WaitN(t, 1, 15*time.Second)[0]
+	h := dl.Headers()
+	if len(dl.Data()) != 0 {
+		t.Errorf("dead letter carries %d bytes of payload, want none", len(dl.Data()))
+	}
+	omitted := h.Get(topology.HeaderDLQPayloadOmitted)
+	for _, want := range []string{fmt.Sprintf("%d bytes", len(m.Data)), "message 1 of stream " + e.topo.InputStream} {
+		if !strings.Contains(omitted, want) {
+			t.Errorf("%s = %q, want it to contain %q", topology.HeaderDLQPayloadOmitted, omitted, want)
+		}
+	}
+	if h.Get(topology.HeaderDLQReason) == "" || h.Get(topology.HeaderDLQStreamSeq) != "1" || h.Get("Content-Type") != "text/plain" {
+		t.Errorf("dead letter headers %v: want the reason, stream sequence 1 and the original headers", h)
+	}
+	e.settled()
+}
+
+// TestDeadLetterOutageDoesNotStrandInputs: while the dead-letter stream
+// refuses messages, a poison input keeps coming back, for longer than any
+// server-side delivery limit would allow, and is dead-lettered once the
+// stream accepts again.
+func TestDeadLetterOutageDoesNotStrandInputs(t *testing.T) {
+	e := start(t)
+	e.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dlq, err := e.js.Stream(ctx, e.topo.DLQStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := dlq.CachedInfo().Config
+	full.MaxMsgs, full.Discard = 1, jetstream.DiscardNew
+	if _, err := e.js.UpdateStream(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	testkit.PublishMsg(t, e.js, nats.NewMsg(e.topo.Subjects.DeadLetter("pandapon.filler"))) // the stream is now full
+	metrics := pipeline.NewMetrics(nil)
+	e.run(&handlers.Handler{PandaPon: e.client, Subjects: e.topo.Subjects}, pipeline.Config{Topology: e.topo, Metrics: metrics,
+		MaxDeliveries: 2, BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond})
+	bad := testkit.NewInput(events.TypeReturnShipped, map[string]any{"refundId": "110002687818"}) // lacks required fields
+	e.publish(bad)
+	failures := func() float64 {
+		var m dto.Metric
+		if err := metrics.DeadLetterFailed.WithLabelValues(events.TypeReturnShipped).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	testkit.Eventually(t, 20*time.Second, func() bool { return failures() >= 10 }, "10 failed attempts to dead-letter")
+	if err := dlq.Purge(ctx); err != nil { // the operator makes room
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		for _, m := range e.dlq.Msgs() {
+			if m.Headers().Get(events.HeaderPrefix+"id") == bad.ID() {
+				return true
+			}
+		}
+		return false
+	}, "the dead letter of input %s", bad.ID())
 	e.settled()
 }

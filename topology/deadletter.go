@@ -13,6 +13,11 @@ const (
 	HeaderDLQReason     = "Pandabridge-Dlq-Reason"
 	HeaderDLQDeliveries = "Pandabridge-Dlq-Deliveries"
 	HeaderDLQStreamSeq  = "Pandabridge-Dlq-Stream-Seq"
+	// HeaderDLQPayloadOmitted is set, with the payload's size and why, on
+	// the dead letter of an input too large to be stored whole with its
+	// reason headers; the payload is then empty and the input is still in
+	// its stream at Pandabridge-Dlq-Stream-Seq (until the stream's MaxAge).
+	HeaderDLQPayloadOmitted = "Pandabridge-Dlq-Payload-Omitted"
 	// HeaderDLQPrefix starts every header that describes the dead-lettering
 	// (the three above and any a producer of dead letters adds).
 	HeaderDLQPrefix = "Pandabridge-Dlq-"

@@ -660,7 +660,9 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) int {
 			"letter: the original id would make the input stream drop the replay as a duplicate of the\n"+
 			"original publish (within its duplicate window, 1 h by default). Each dead letter is removed\n"+
 			"from the DLQ only after JetStream acknowledged its replay; one whose replay failed stays.\n"+
-			"A replay that fails again is dead-lettered again. Exits 1 if any was not replayed.")
+			"A replay that fails again is dead-lettered again. A dead letter stored without its payload\n"+
+			"(Pandabridge-Dlq-Payload-Omitted: the input was too large) is not replayed. Exits 1 if any\n"+
+			"was not replayed.")
 	f := addFilterFlags(fs)
 	all := fs.Bool("all", false, "replay every dead letter")
 	dryRun := fs.Bool("dry-run", false, "print what would be replayed, publish and delete nothing")
@@ -701,6 +703,12 @@ func (c *cli) dlqReplay(ctx context.Context, args []string) int {
 		seq := d.msg.Sequence
 		if d.original == "" {
 			fmt.Fprintf(c.stderr, "publisher dlq replay: %d: not replayed: %s is not a dead-letter subject of prefix %q\n", seq, d.msg.Subject, c.topo.Subjects.Prefix)
+			failed++
+			continue
+		}
+		if why := d.msg.Header.Get(topology.HeaderDLQPayloadOmitted); why != "" {
+			fmt.Fprintf(c.stderr, "publisher dlq replay: %d: not replayed: its payload was left out (%s: %s); publish the input again from there if it should be processed\n",
+				seq, topology.HeaderDLQPayloadOmitted, why)
 			failed++
 			continue
 		}

@@ -880,3 +880,25 @@ func TestDLQReplayAfterTheCauseIsFixed(t *testing.T) {
 		t.Errorf("%d outputs, want 1", n)
 	}
 }
+
+// A dead letter stored without its payload (the input was too large to be
+// stored again with the reason headers) must not be replayed as an empty
+// input.
+func TestDLQReplayRefusesDeadLetterWithoutPayload(t *testing.T) {
+	js := dlqSetup(t)
+	orig, seq := storeInput(t, js, testkit.Lookup("3"))
+	orig.Data = nil
+	orig.Header.Set(topology.HeaderDLQPayloadOmitted, "1048376 bytes, too large for a dead letter")
+	dl := putDeadLetter(t, js, orig, "invalid input: not a CloudEvent", 1, seq)
+
+	for _, args := range [][]string{{"dlq", "replay", "--all", "--dry-run"}, {"dlq", "replay", strconv.FormatUint(dl, 10)}} {
+		r := runCLI(t, "", args...)
+		if r.code != 1 {
+			t.Fatalf("%v: want exit 1\n%s", args, r)
+		}
+		mustContain(t, r, "stderr", fmt.Sprintf("%d: not replayed: its payload was left out (Pandabridge-Dlq-Payload-Omitted: 1048376 bytes", dl))
+	}
+	if seqs := dlqSeqs(t, js); len(seqs) != 1 || seqs[0] != dl {
+		t.Errorf("DLQ holds %v, want dead letter %d kept", seqs, dl)
+	}
+}
