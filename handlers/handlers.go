@@ -26,6 +26,7 @@ import (
 
 	"github.com/pandabridge/pandabridge/events"
 	"github.com/pandabridge/pandabridge/pandapon"
+	"github.com/pandabridge/pandabridge/submitlease"
 )
 
 // PandaPon is the part of *pandapon.Client the handlers use.
@@ -49,8 +50,19 @@ type Handler struct {
 	Subjects events.Subjects
 	// RecheckDelay is how long a return.shipped whose submission may have
 	// been carried out without an answer (UnknownOutcomeError) waits before
-	// PandaPon's state is checked again (default DefaultRecheckDelay).
+	// PandaPon's state is checked again (default DefaultRecheckDelay). It is
+	// also how long a submission lease holds other replicas off.
 	RecheckDelay time.Duration
+	// Leases, when set, keeps replicas from submitting the same parcel at
+	// once: a submission first takes the parcel's lease, and an input that
+	// finds it held is rechecked later (UnknownOutcomeError). Without it,
+	// only inputs handled by the same process are kept apart.
+	Leases Leases
+}
+
+// Leases is the part of *submitlease.Store the handlers use.
+type Leases interface {
+	Acquire(ctx context.Context, refundID, logisticsNo, holder string, hold time.Duration) (*submitlease.Lease, error)
 }
 
 // DefaultSource is the source of output events unless configured.
@@ -122,6 +134,22 @@ func (h *Handler) returnShipped(ctx context.Context, in events.Input) ([]Output,
 		}
 		return h.updated(in, current), nil
 	}
+	release := func() {}
+	if h.Leases != nil {
+		lease, err := h.Leases.Acquire(ctx, in.RefundID(), rs.LogisticsNo, in.Event.ID(), h.recheckDelay())
+		if held, ok := errors.AsType[*submitlease.HeldError](err); ok {
+			// Another replica is submitting this parcel (or did, less than
+			// the hold ago, without an answer): its outcome will show in
+			// PandaPon's state.
+			return nil, &UnknownOutcomeError{RecheckAfter: max(h.recheckDelay()-held.Age, time.Second), Err: held}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("taking the submission lease before submitting: %w", err)
+		}
+		// Released when the parcel may be submitted again at once; kept
+		// (it expires after the hold) after a success or an unknown outcome.
+		release = func() { _ = lease.Release(context.WithoutCancel(ctx)) }
+	}
 	resp, err := h.PandaPon.SubmitReturnLogistics(ctx, pandapon.ReturnLogistics{
 		RefundID:             in.RefundID(),
 		LogisticsCompanyCode: rs.LogisticsCompanyCode,
@@ -137,8 +165,10 @@ func (h *Handler) returnShipped(ctx context.Context, in events.Input) ([]Output,
 		if pandapon.MayHaveBeenProcessed(err) {
 			return nil, &UnknownOutcomeError{RecheckAfter: h.recheckDelay(), Err: err}
 		}
+		release()
 		return nil, err
 	}
+	release() // refused: PandaPon's state decides what happens next
 	again, qerr := h.PandaPon.QueryRefund(ctx, in.RefundID())
 	if qerr != nil {
 		// The refusal is known; the state after it is not. Try again later

@@ -11,7 +11,10 @@
 //     byte with Pandabridge-Dlq-* headers, then terminated;
 //   - a transient failure is redelivered with exponential backoff
 //     (NakWithDelay, at least the server's Retry-After); on the
-//     MaxDeliveries-th failed delivery it is dead-lettered instead;
+//     MaxDeliveries-th failed delivery it is dead-lettered instead; one
+//     whose outcome is unknown (*handlers.UnknownOutcomeError: a submission
+//     PandaPon may still be carrying out) no sooner than its RecheckAfter,
+//     also when the drain deadline cut it off;
 //   - a dead letter that cannot be stored (the dead-letter stream is
 //     unavailable or full) is tried again on every redelivery, with the
 //     backoff, until it is: the server's own delivery limit is off, so it

@@ -27,6 +27,7 @@ import (
 	"github.com/pandabridge/pandabridge/pandapon"
 	"github.com/pandabridge/pandabridge/pandapon/sandbox"
 	"github.com/pandabridge/pandabridge/pipeline"
+	"github.com/pandabridge/pandabridge/submitlease"
 	"github.com/pandabridge/pandabridge/topology"
 )
 
@@ -743,5 +744,36 @@ func TestDeadLetterOutageDoesNotStrandInputs(t *testing.T) {
 		}
 		return false
 	}, "the dead letter of input %s", bad.ID())
+	e.settled()
+}
+
+// TestRepeatedReturnShippedOnTwoReplicasIsSubmittedOnce: a producer
+// publishes the same parcel twice (two event ids) and two replicas take one
+// each at the same moment. Both find it unrecorded; the submission lease
+// lets one submit, and the other answers from PandaPon's state afterwards.
+func TestRepeatedReturnShippedOnTwoReplicasIsSubmittedOnce(t *testing.T) {
+	e := start(t, func(_ *pipeline.Config, s *sandbox.Options, _ *pandapon.Config) {
+		s.Faults = sandbox.Faults{Latency: 200 * time.Millisecond} // both query before either submits
+	})
+	e.stop()
+	_, js := testkit.Connect(t, e.nats)
+	h := &handlers.Handler{PandaPon: e.client, Subjects: e.topo.Subjects, RecheckDelay: time.Second,
+		Leases: submitlease.New(js, e.topo.SubmissionsBucket)}
+	cfg := pipeline.Config{Topology: e.topo, Concurrency: 1, MaxInFlight: 1, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond}
+	e.run(h, cfg)
+	e.run(h, cfg)
+	refund := sandbox.GeneratedRefundID(21)
+	first, again := testkit.ReturnShipped(refund, "SF", "SF999"), testkit.ReturnShipped(refund, "SF", "SF999")
+	e.publish(first)
+	e.publish(again)
+	for _, in := range []event.Event{first, again} {
+		out := e.outputFor(in.ID())
+		if v := refundView(t, out); out.Type() != events.TypeRefundUpdated || v.LogisticsNo != "SF999" {
+			t.Errorf("answer to %s: %s with logisticsNo %q, want refund.updated with SF999", in.ID(), out.Type(), v.LogisticsNo)
+		}
+	}
+	if st := e.sb.Stats(); st.Requests[sandbox.PathSubmitLogistics] != 1 || st.AcceptedSubmissions != 1 {
+		t.Errorf("PandaPon received %d submissions (%d accepted), want 1", st.Requests[sandbox.PathSubmitLogistics], st.AcceptedSubmissions)
+	}
 	e.settled()
 }

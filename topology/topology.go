@@ -7,6 +7,10 @@
 //	<PREFIX>_OUTPUT  <prefix>.refund.updated, <prefix>.refund.request.failed
 //	<PREFIX>_DLQ     <prefix>.dlq.>
 //
+// and one key-value bucket, <PREFIX>_SUBMISSIONS (stream KV_<PREFIX>_SUBMISSIONS),
+// holding the leases of return parcels being submitted (package
+// submitlease); its entries expire after SubmissionsTTL.
+//
 // All use file storage and limits retention. The output stream's duplicate
 // window is what makes outputs idempotent: an output published twice with
 // the same Nats-Msg-Id within the window is stored once. The dead-letter
@@ -35,6 +39,8 @@ const (
 	DefaultDuplicateWindow = time.Hour
 	DefaultReplicas        = 1
 	DefaultDurable         = "pandabridge"
+	// SubmissionsTTL is how long the submissions bucket keeps a lease.
+	SubmissionsTTL = 24 * time.Hour
 	// DLQDuplicateWindow is the dead-letter stream's window, the smallest
 	// JetStream allows.
 	DLQDuplicateWindow = 100 * time.Millisecond
@@ -46,6 +52,9 @@ type Topology struct {
 	// InputStream, OutputStream and DLQStream default to
 	// <PREFIX>_INPUT, <PREFIX>_OUTPUT and <PREFIX>_DLQ.
 	InputStream, OutputStream, DLQStream string
+	// SubmissionsBucket is the key-value bucket of submission leases
+	// (default <PREFIX>_SUBMISSIONS).
+	SubmissionsBucket string
 	// Durable is the input consumer's name, shared by every replica
 	// (default "pandabridge").
 	Durable string
@@ -79,6 +88,9 @@ func (t *Topology) setDefaults() {
 	}
 	if t.DLQStream == "" {
 		t.DLQStream = name + "_DLQ"
+	}
+	if t.SubmissionsBucket == "" {
+		t.SubmissionsBucket = name + "_SUBMISSIONS"
 	}
 	if t.Durable == "" {
 		t.Durable = DefaultDurable
@@ -117,8 +129,9 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	}
 }
 
-// EnsureStreams creates each stream that does not exist yet and leaves
-// existing ones untouched. It is safe to call from many processes at once.
+// EnsureStreams creates each stream, and the submissions bucket, that does
+// not exist yet and leaves existing ones untouched. It is safe to call from
+// many processes at once.
 func (t Topology) EnsureStreams(ctx context.Context, js jetstream.JetStream) error {
 	for _, cfg := range t.StreamConfigs() {
 		if _, err := js.Stream(ctx, cfg.Name); err == nil {
@@ -130,7 +143,30 @@ func (t Topology) EnsureStreams(ctx context.Context, js jetstream.JetStream) err
 			return fmt.Errorf("creating stream %s for %v: %w", cfg.Name, cfg.Subjects, err)
 		}
 	}
+	kv := t.SubmissionsConfig()
+	if _, err := js.KeyValue(ctx, kv.Bucket); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return fmt.Errorf("looking up key-value bucket %s: %w", kv.Bucket, err)
+	}
+	if _, err := js.CreateKeyValue(ctx, kv); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+		return fmt.Errorf("creating key-value bucket %s: %w", kv.Bucket, err)
+	}
 	return nil
+}
+
+// SubmissionsConfig is the configuration of the submissions bucket
+// EnsureStreams creates.
+func (t Topology) SubmissionsConfig() jetstream.KeyValueConfig {
+	t.setDefaults()
+	return jetstream.KeyValueConfig{
+		Bucket:      t.SubmissionsBucket,
+		Description: "pandabridge: leases of return parcels being submitted to PandaPon",
+		History:     1,
+		TTL:         SubmissionsTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    t.Replicas,
+	}
 }
 
 // ConsumerSettings are the knobs of the durable input consumer.
@@ -138,9 +174,10 @@ type ConsumerSettings struct {
 	// AckWait is how long the server waits for an ack (or an in-progress
 	// signal) before redelivering.
 	AckWait time.Duration
-	// MaxDeliver bounds deliveries on the server. The pipeline dead-letters
-	// a message itself at its own limit, below this one, so that a message
-	// is never left stuck on the server.
+	// MaxDeliver bounds deliveries on the server; -1 is no limit, what the
+	// pipeline uses: it dead-letters a message at its own limit, and a
+	// server-side one would strand a message whose dead letter could not be
+	// stored yet.
 	MaxDeliver int
 	// MaxAckPending caps the messages delivered but not yet acknowledged,
 	// across all replicas.

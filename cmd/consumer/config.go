@@ -64,6 +64,7 @@ type Config struct {
 	BackoffMin      time.Duration `envconfig:"PANDABRIDGE_BACKOFF_MIN" default:"1s"`
 	BackoffMax      time.Duration `envconfig:"PANDABRIDGE_BACKOFF_MAX" default:"5m"`
 	HandlerTimeout  time.Duration `envconfig:"PANDABRIDGE_HANDLER_TIMEOUT" default:"1m"`
+	RecheckDelay    time.Duration `envconfig:"PANDABRIDGE_RECHECK_DELAY" default:"1m"`
 	DrainTimeout    time.Duration `envconfig:"PANDABRIDGE_DRAIN_TIMEOUT" default:"20s"`
 	StreamReplicas  int           `envconfig:"PANDABRIDGE_STREAM_REPLICAS" default:"1"`
 	StreamMaxAge    time.Duration `envconfig:"PANDABRIDGE_STREAM_MAX_AGE" default:"168h"`
@@ -204,6 +205,7 @@ func (c *Config) Validate(dev bool) error {
 		{"PANDABRIDGE_BACKOFF_MIN", c.BackoffMin, time.Millisecond},
 		{"PANDABRIDGE_BACKOFF_MAX", c.BackoffMax, time.Millisecond},
 		{"PANDABRIDGE_HANDLER_TIMEOUT", c.HandlerTimeout, time.Millisecond},
+		{"PANDABRIDGE_RECHECK_DELAY", c.RecheckDelay, time.Millisecond},
 		{"PANDABRIDGE_DRAIN_TIMEOUT", c.DrainTimeout, 0},
 		{"PANDABRIDGE_STREAM_MAX_AGE", c.StreamMaxAge, time.Minute},
 		{"PANDABRIDGE_DUPLICATE_WINDOW", c.DuplicateWindow, time.Second},

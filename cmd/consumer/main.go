@@ -31,6 +31,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -41,6 +42,7 @@ import (
 	"github.com/pandabridge/pandabridge/internal/redact"
 	"github.com/pandabridge/pandabridge/pandapon"
 	"github.com/pandabridge/pandabridge/pipeline"
+	"github.com/pandabridge/pandabridge/submitlease"
 	"github.com/pandabridge/pandabridge/telemetry"
 	"github.com/pandabridge/pandabridge/topology"
 )
@@ -203,7 +205,12 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 	topo.MaxAge = cfg.StreamMaxAge
 	topo.DuplicateWindow = cfg.DuplicateWindow
 
-	h := &handlers.Handler{PandaPon: client, Source: cfg.Source, Subjects: topo.Subjects}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	h := &handlers.Handler{PandaPon: client, Source: cfg.Source, Subjects: topo.Subjects,
+		RecheckDelay: cfg.RecheckDelay, Leases: submitlease.New(js, topo.SubmissionsBucket)}
 	p, err := pipeline.New(nc, h, pipeline.Config{
 		Topology:       topo,
 		Concurrency:    cfg.Concurrency,

@@ -27,6 +27,7 @@ import (
 	"github.com/pandabridge/pandabridge/handlers"
 	"github.com/pandabridge/pandabridge/pandapon"
 	"github.com/pandabridge/pandabridge/pipeline"
+	"github.com/pandabridge/pandabridge/submitlease"
 	"github.com/pandabridge/pandabridge/telemetry"
 	"github.com/pandabridge/pandabridge/topology"
 )
@@ -423,7 +424,12 @@ func runInProcess(ctx context.Context, cfg roleConfig) error {
 		return err
 	}
 	defer nc.Close()
-	h := &handlers.Handler{PandaPon: client, Source: handlers.DefaultSource, Subjects: cfg.topo.Subjects}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	h := &handlers.Handler{PandaPon: client, Source: handlers.DefaultSource, Subjects: cfg.topo.Subjects,
+		Leases: submitlease.New(js, cfg.topo.SubmissionsBucket)}
 	p, err := pipeline.New(nc, h, pipeline.Config{
 		Topology:       cfg.topo,
 		Concurrency:    cfg.concurrency,
