@@ -188,6 +188,7 @@ type Pipeline struct {
 
 	ready    atomic.Bool
 	stopping atomic.Bool
+	ackFloor atomic.Uint64 // the consumer's ack floor at watchConsumer's last poll
 
 	held     chan struct{} // MaxInFlight slots
 	runnable chan *job     // head inputs of their refund, for the workers
@@ -324,7 +325,7 @@ func (p *Pipeline) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 func (p *Pipeline) setup(ctx context.Context) (jetstream.Consumer, error) {
 	wait := 250 * time.Millisecond
 	for {
-		cons, err := p.ensure(ctx)
+		cons, err := p.ensure(ctx, 0)
 		if err == nil {
 			p.ready.Store(true)
 			return cons, nil
@@ -339,7 +340,9 @@ func (p *Pipeline) setup(ctx context.Context) (jetstream.Consumer, error) {
 	}
 }
 
-func (p *Pipeline) ensure(ctx context.Context) (jetstream.Consumer, error) {
+// ensure creates what is missing; a consumer it has to create starts at
+// stream sequence startSeq (0: the first stored message).
+func (p *Pipeline) ensure(ctx context.Context, startSeq uint64) (jetstream.Consumer, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := p.cfg.Topology.EnsureStreams(ctx, p.js); err != nil {
@@ -354,15 +357,26 @@ func (p *Pipeline) ensure(ctx context.Context) (jetstream.Consumer, error) {
 		// Each process bounds what it holds (MaxInFlight); the server-wide
 		// cap only has to leave room for every replica's share.
 		MaxAckPending: max(defaultMaxAckPending, 4*(p.cfg.MaxInFlight+p.cfg.MaxQueued)),
+		StartSeq:      startSeq,
 	})
 }
 
 // watchConsumer polls the consumer's info and the streams every 2 s: it
 // keeps Ready truthful (a stream or the consumer may be deleted, NATS may
 // restart), recreates what is missing, and updates the lag gauges.
+//
+// It remembers the consumer's ack floor in the input stream, so that a
+// consumer an operator deleted (or whose state was lost) is recreated
+// delivering from just after it, not from the stream's first message:
+// everything it had acknowledged (up to 7 days of inputs) would otherwise be
+// handled again. Inputs acknowledged after the last poll are handled again,
+// harmlessly. If the input stream itself was recreated meanwhile (its
+// creation time changed), its sequences mean nothing and delivery starts at
+// its first message.
 func (p *Pipeline) watchConsumer(ctx context.Context, cons jetstream.Consumer) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
+	var streamBorn time.Time // the input stream's creation time at the last poll
 	for {
 		select {
 		case <-ctx.Done():
@@ -377,11 +391,17 @@ func (p *Pipeline) watchConsumer(ctx context.Context, cons jetstream.Consumer) {
 			// missing one and leaves existing ones alone.
 			err = p.cfg.Topology.EnsureStreams(ictx, p.js)
 		}
+		if err == nil {
+			if s, serr := p.js.Stream(ictx, p.cfg.Topology.InputStream); serr == nil {
+				p.ackFloor.Store(info.AckFloor.Stream)
+				streamBorn = s.CachedInfo().Created
+			}
+		}
 		cancel()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 				// Recreate what an operator or a store loss removed.
-				if _, eerr := p.ensure(ctx); eerr != nil {
+				if _, eerr := p.ensure(ctx, p.resumeAt(ctx, p.ackFloor.Load(), streamBorn)); eerr != nil {
 					p.log.Warn("recreating consumer", "error", eerr)
 				}
 			}
@@ -396,6 +416,24 @@ func (p *Pipeline) watchConsumer(ctx context.Context, cons jetstream.Consumer) {
 		p.m.ConsumerPending.Set(float64(info.NumPending))
 		p.m.ConsumerAckPending.Set(float64(info.NumAckPending))
 	}
+}
+
+// resumeAt is where a recreated consumer starts: just after floor if the
+// input stream is still the one floor was read from, else 0 (its first
+// message).
+func (p *Pipeline) resumeAt(ctx context.Context, floor uint64, streamBorn time.Time) uint64 {
+	if floor == 0 {
+		return 0
+	}
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := p.js.Stream(ictx, p.cfg.Topology.InputStream)
+	if err != nil || !s.CachedInfo().Created.Equal(streamBorn) {
+		return 0
+	}
+	p.log.Warn("the durable consumer is gone: recreating it after the last acknowledged input",
+		"consumer", p.cfg.Topology.Durable, "stream", p.cfg.Topology.InputStream, "start_seq", floor+1)
+	return floor + 1
 }
 
 // heartbeat marks every held message in progress every AckWait/3, so that

@@ -42,7 +42,8 @@ type env struct {
 	topo    topology.Topology
 	outputs *testkit.Collector
 	dlq     *testkit.Collector
-	stop    func() // stops the pipeline and waits for Run to return
+	stop    func()             // stops the pipeline and waits for Run to return
+	last    *pipeline.Pipeline // the pipeline run started last
 }
 
 type option func(*pipeline.Config, *sandbox.Options, *pandapon.Config)
@@ -84,6 +85,7 @@ func (e *env) run(h pipeline.Handler, cfg pipeline.Config) func() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	e.last = p
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -775,5 +777,102 @@ func TestRepeatedReturnShippedOnTwoReplicasIsSubmittedOnce(t *testing.T) {
 	if st := e.sb.Stats(); st.Requests[sandbox.PathSubmitLogistics] != 1 || st.AcceptedSubmissions != 1 {
 		t.Errorf("PandaPon received %d submissions (%d accepted), want 1", st.Requests[sandbox.PathSubmitLogistics], st.AcceptedSubmissions)
 	}
+	e.settled()
+}
+
+// countingHandler counts handlings per input id.
+type countingHandler struct {
+	next pipeline.Handler
+	mu   sync.Mutex
+	n    map[string]int
+}
+
+func (h *countingHandler) Handle(ctx context.Context, in events.Input) ([]handlers.Output, error) {
+	h.mu.Lock()
+	h.n[in.Event.ID()]++
+	h.mu.Unlock()
+	return h.next.Handle(ctx, in)
+}
+
+func (h *countingHandler) count(id string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n[id]
+}
+
+// TestDeletedConsumerIsRecreatedAfterItsAckFloor: an operator deletes the
+// durable consumer (or its state is lost). The pipeline recreates it, and
+// must not replay the input stream's history, up to 7 days of answered
+// inputs, to PandaPon and to subscribers beyond the duplicate window.
+func TestDeletedConsumerIsRecreatedAfterItsAckFloor(t *testing.T) {
+	e := start(t)
+	e.stop()
+	h := &countingHandler{next: &handlers.Handler{PandaPon: e.client, Subjects: e.topo.Subjects}, n: map[string]int{}}
+	e.run(h, pipeline.Config{Topology: e.topo, Concurrency: 4})
+	var answered []string
+	for i := range 3 {
+		in := testkit.Lookup(sandbox.GeneratedRefundID(i))
+		answered = append(answered, in.ID())
+		e.publish(in)
+	}
+	e.outputs.WaitN(t, 3, 15*time.Second)
+	e.settled()
+	testkit.Eventually(t, 10*time.Second, func() bool { return pipeline.AckFloorSeen(e.last) == 3 }, "the pipeline to see ack floor 3")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.js.DeleteConsumer(ctx, e.topo.InputStream, e.topo.Durable); err != nil {
+		t.Fatal(err)
+	}
+	var cons jetstream.Consumer
+	testkit.Eventually(t, 15*time.Second, func() bool {
+		var err error
+		cons, err = e.js.Consumer(ctx, e.topo.InputStream, e.topo.Durable)
+		return err == nil
+	}, "the consumer recreated")
+	if cfg := cons.CachedInfo().Config; cfg.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || cfg.OptStartSeq != 4 {
+		t.Errorf("recreated consumer delivers by %v from %d, want by start sequence from 4", cfg.DeliverPolicy, cfg.OptStartSeq)
+	}
+	// Inputs published after the loss are handled; the answered ones are not.
+	next := testkit.Lookup(sandbox.GeneratedRefundID(3))
+	e.publish(next)
+	e.outputFor(next.ID())
+	e.settled()
+	for _, id := range answered {
+		if n := h.count(id); n != 1 {
+			t.Errorf("answered input %s handled %d times", id, n)
+		}
+	}
+}
+
+// TestRecreatedStreamIsConsumedFromItsStart: when the input stream itself
+// was deleted and recreated, the old ack floor means nothing: the new
+// consumer starts at the new stream's first message.
+func TestRecreatedStreamIsConsumedFromItsStart(t *testing.T) {
+	e := start(t)
+	for i := range 5 {
+		e.publish(testkit.Lookup(sandbox.GeneratedRefundID(i)))
+	}
+	e.outputs.WaitN(t, 5, 15*time.Second)
+	e.settled()
+	testkit.Eventually(t, 10*time.Second, func() bool { return pipeline.AckFloorSeen(e.last) == 5 }, "the pipeline to see ack floor 5")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.js.DeleteStream(ctx, e.topo.InputStream); err != nil {
+		t.Fatal(err)
+	}
+	// Recreated at once, by another process as it were: the pipeline's next
+	// poll finds the consumer missing in a stream that is not the old one.
+	if err := e.topo.EnsureStreams(ctx, e.js); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 15*time.Second, func() bool {
+		_, err := e.js.Consumer(ctx, e.topo.InputStream, e.topo.Durable)
+		return err == nil
+	}, "the stream and consumer recreated")
+	// Sequence 1 of the new stream is below the old floor: it must be handled.
+	in := testkit.Lookup(sandbox.GeneratedRefundID(9))
+	e.publish(in)
+	e.outputFor(in.ID())
 	e.settled()
 }

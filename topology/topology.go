@@ -182,14 +182,20 @@ type ConsumerSettings struct {
 	// MaxAckPending caps the messages delivered but not yet acknowledged,
 	// across all replicas.
 	MaxAckPending int
+	// StartSeq, when not 0, is the input stream sequence a consumer that
+	// has to be created starts delivering from, instead of the first
+	// stored message (used to recreate a lost consumer without replaying
+	// what it had acknowledged). It does not change an existing consumer.
+	StartSeq uint64
 }
 
 // EnsureConsumer creates or updates the durable pull consumer on the input
 // stream: explicit acks, both input subjects, delivering from the first
-// stored message when it is created.
+// stored message (or StartSeq) when it is created. Where delivery starts is
+// fixed at creation: an update keeps the existing consumer's.
 func (t Topology) EnsureConsumer(ctx context.Context, js jetstream.JetStream, s ConsumerSettings) (jetstream.Consumer, error) {
 	t.setDefaults()
-	c, err := js.CreateOrUpdateConsumer(ctx, t.InputStream, jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable:        t.Durable,
 		Description:    "pandabridge consumer: calls PandaPon for each input event",
 		FilterSubjects: t.Subjects.Inputs(),
@@ -198,7 +204,18 @@ func (t Topology) EnsureConsumer(ctx context.Context, js jetstream.JetStream, s 
 		AckWait:        s.AckWait,
 		MaxDeliver:     s.MaxDeliver,
 		MaxAckPending:  s.MaxAckPending,
-	})
+	}
+	if s.StartSeq > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, s.StartSeq
+	}
+	if existing, err := js.Consumer(ctx, t.InputStream, t.Durable); err == nil {
+		// The server refuses to change where delivery starts.
+		old := existing.CachedInfo().Config
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = old.DeliverPolicy, old.OptStartSeq, old.OptStartTime
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("looking up consumer %s on stream %s: %w", t.Durable, t.InputStream, err)
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, t.InputStream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating consumer %s on stream %s: %w", t.Durable, t.InputStream, err)
 	}
