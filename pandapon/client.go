@@ -196,6 +196,10 @@ type Client struct {
 	breaker *gobreaker.CircuitBreaker[*Response]
 }
 
+// String names the client by its base URL; it keeps fmt from printing the
+// configuration, credentials included, field by field.
+func (c *Client) String() string { return "pandapon.Client(" + c.cfg.BaseURL + ")" }
+
 // New returns a Client for cfg, or an error naming the invalid field.
 func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {

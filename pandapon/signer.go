@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -131,10 +132,13 @@ func (c Credentials) SignRequest(h http.Header, now time.Time) {
 	h[canonSignature] = []string{Sign(c.AccessKey, ts, nonce, string(c.AccessSecret))}
 }
 
-// Secret holds a credential that must never be printed: its String, GoString
-// and MarshalText methods all return "[REDACTED]" (or "" when empty), so a
-// Secret formatted with any verb, logged by slog or encoded to JSON does not
-// leak. Convert explicitly with string(s) where the value is really needed.
+// Secret holds a credential that must never be printed: its String, GoString,
+// Format and MarshalText methods all give "[REDACTED]" (or "" when empty), so
+// a Secret formatted with any verb (%d included), logged by slog or encoded
+// to JSON does not leak. fmt cannot call methods of a value in an
+// unexported struct field, so a struct holding one there must not be
+// printed whole (Client has a String method for that). Convert explicitly
+// with string(s) where the value is really needed.
 type Secret string
 
 const redacted = "[REDACTED]"
@@ -148,6 +152,10 @@ func (s Secret) String() string {
 
 // GoString implements fmt.GoStringer for %#v.
 func (s Secret) GoString() string { return s.String() }
+
+// Format implements fmt.Formatter: every verb prints String, where fmt
+// would print the raw value for a verb it finds wrong for a string (%d).
+func (s Secret) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, s.String()) }
 
 // MarshalText implements encoding.TextMarshaler (JSON, slog text and JSON).
 func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }

@@ -1,8 +1,10 @@
 package pandapon
 
 import (
+	"fmt"
 	"net/http"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -78,6 +80,16 @@ func TestSecretNeverPrints(t *testing.T) {
 	b, _ := s.MarshalText()
 	if string(b) != "[REDACTED]" {
 		t.Errorf("MarshalText = %q", b)
+	}
+	creds := Credentials{AccessKey: "k", AccessSecret: s}
+	c, err := New(Config{Credentials: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wrong verbs on purpose: fmt prints a raw value for %d.
+	out := fmt.Sprintf("%d %x %s %q %v %+v %#v | %v %+v %#v | %v %+v %s", s, s, s, s, s, s, s, creds, creds, creds, c, c, c)
+	if strings.Contains(out, "super-secret-value") {
+		t.Errorf("a formatted Secret, Credentials or Client shows the secret: %s", out)
 	}
 }
 
