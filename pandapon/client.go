@@ -24,6 +24,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
+
+	"github.com/pandabridge/pandabridge/internal/redact"
 )
 
 // DefaultBaseURL is PandaPon's production API.
@@ -196,9 +198,13 @@ type Client struct {
 	breaker *gobreaker.CircuitBreaker[*Response]
 }
 
-// String names the client by its base URL; it keeps fmt from printing the
-// configuration, credentials included, field by field.
-func (c *Client) String() string { return "pandapon.Client(" + c.cfg.BaseURL + ")" }
+// String names the client by its base URL (any password in it hidden); it
+// keeps fmt from printing the configuration, credentials included, field by
+// field.
+func (c *Client) String() string { return "pandapon.Client(" + redact.URLs(c.cfg.BaseURL) + ")" }
+
+// GoString is String, for %#v.
+func (c *Client) GoString() string { return c.String() }
 
 // New returns a Client for cfg, or an error naming the invalid field.
 func New(cfg Config) (*Client, error) {

@@ -82,13 +82,13 @@ func TestSecretNeverPrints(t *testing.T) {
 		t.Errorf("MarshalText = %q", b)
 	}
 	creds := Credentials{AccessKey: "k", AccessSecret: s}
-	c, err := New(Config{Credentials: creds})
+	c, err := New(Config{BaseURL: "https://user:url-password@api.pandapon.com", Credentials: creds})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Wrong verbs on purpose: fmt prints a raw value for %d.
-	out := fmt.Sprintf("%d %x %s %q %v %+v %#v | %v %+v %#v | %v %+v %s", s, s, s, s, s, s, s, creds, creds, creds, c, c, c)
-	if strings.Contains(out, "super-secret-value") {
+	out := fmt.Sprintf("%d %x %s %q %v %+v %#v | %v %+v %#v | %v %+v %s %#v", s, s, s, s, s, s, s, creds, creds, creds, c, c, c, c)
+	if strings.Contains(out, "super-secret-value") || strings.Contains(out, "url-password") {
 		t.Errorf("a formatted Secret, Credentials or Client shows the secret: %s", out)
 	}
 }

@@ -365,14 +365,17 @@ func (p *Pipeline) ensure(ctx context.Context, startSeq uint64) (jetstream.Consu
 // keeps Ready truthful (a stream or the consumer may be deleted, NATS may
 // restart), recreates what is missing, and updates the lag gauges.
 //
-// It remembers the consumer's ack floor in the input stream, so that a
-// consumer an operator deleted (or whose state was lost) is recreated
-// delivering from just after it, not from the stream's first message:
-// everything it had acknowledged (up to 7 days of inputs) would otherwise be
-// handled again. Inputs acknowledged after the last poll are handled again,
-// harmlessly. If the input stream itself was recreated meanwhile (its
-// creation time changed), its sequences mean nothing and delivery starts at
-// its first message.
+// It remembers the consumer's ack floor in the input stream (the highest
+// sequence up to which every input is acknowledged), so that a consumer an
+// operator deleted (or whose state was lost) is recreated delivering from
+// just after it, not from the stream's first message: everything it had
+// acknowledged (up to 7 days of inputs) would otherwise be handled again.
+// Inputs acknowledged above the floor (after the last poll, or while an
+// earlier input waits for its redelivery) are handled again, harmlessly,
+// and inputs waiting for a delayed redelivery come back at once (the
+// submission leases still hold a return parcel back). If the input stream
+// itself was recreated meanwhile (its creation time changed), its
+// sequences mean nothing and delivery starts at its first message.
 func (p *Pipeline) watchConsumer(ctx context.Context, cons jetstream.Consumer) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
@@ -401,8 +404,12 @@ func (p *Pipeline) watchConsumer(ctx context.Context, cons jetstream.Consumer) {
 		if err != nil {
 			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 				// Recreate what an operator or a store loss removed.
-				if _, eerr := p.ensure(ctx, p.resumeAt(ctx, p.ackFloor.Load(), streamBorn)); eerr != nil {
-					p.log.Warn("recreating consumer", "error", eerr)
+				start, rerr := p.resumeAt(ctx, p.ackFloor.Load(), streamBorn)
+				if rerr == nil {
+					_, rerr = p.ensure(ctx, start)
+				}
+				if rerr != nil {
+					p.log.Warn("recreating consumer, will retry", "error", rerr)
 				}
 			}
 			if ctx.Err() == nil {
@@ -420,20 +427,28 @@ func (p *Pipeline) watchConsumer(ctx context.Context, cons jetstream.Consumer) {
 
 // resumeAt is where a recreated consumer starts: just after floor if the
 // input stream is still the one floor was read from, else 0 (its first
-// message).
-func (p *Pipeline) resumeAt(ctx context.Context, floor uint64, streamBorn time.Time) uint64 {
+// message; also when the stream is gone). An error (the stream cannot be
+// looked up, say during a leader election) means: do not recreate it now,
+// a guess of 0 would replay the whole stream.
+func (p *Pipeline) resumeAt(ctx context.Context, floor uint64, streamBorn time.Time) (uint64, error) {
 	if floor == 0 {
-		return 0
+		return 0, nil
 	}
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	s, err := p.js.Stream(ictx, p.cfg.Topology.InputStream)
-	if err != nil || !s.CachedInfo().Created.Equal(streamBorn) {
-		return 0
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
 	}
-	p.log.Warn("the durable consumer is gone: recreating it after the last acknowledged input",
+	if err != nil {
+		return 0, fmt.Errorf("looking up stream %s: %w", p.cfg.Topology.InputStream, err)
+	}
+	if !s.CachedInfo().Created.Equal(streamBorn) {
+		return 0, nil
+	}
+	p.log.Warn("the durable consumer is gone: recreating it after its last known ack floor",
 		"consumer", p.cfg.Topology.Durable, "stream", p.cfg.Topology.InputStream, "start_seq", floor+1)
-	return floor + 1
+	return floor + 1, nil
 }
 
 // heartbeat marks every held message in progress every AckWait/3, so that

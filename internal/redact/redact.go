@@ -10,15 +10,22 @@ import (
 // hidden: the password of user:password@ becomes [REDACTED], and a lone
 // user@ becomes [REDACTED]@, because NATS reads that as a token (unlike
 // url.URL.Redacted and nats.Conn.ConnectedUrlRedacted, which print it).
-// A part that does not parse is shown as [UNPARSABLE URL], since it may
-// hold a credential. Surrounding spaces of each part are dropped.
+// A part without a scheme is read as nats.go reads it, as if it began with
+// nats:// (so "tok@host" is a token too), and printed without one. A part
+// that does not parse is shown as [UNPARSABLE URL], since it may hold a
+// credential. Surrounding spaces of each part are dropped.
 func URLs(list string) string {
 	if list == "" {
 		return ""
 	}
 	parts := strings.Split(list, ",")
 	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
+		p = strings.TrimSpace(p)
+		noScheme := !strings.Contains(p, "://")
+		if noScheme {
+			p = "nats://" + p
+		}
+		u, err := url.Parse(p)
 		if err != nil {
 			parts[i] = "[UNPARSABLE URL]"
 			continue
@@ -31,6 +38,9 @@ func URLs(list string) string {
 			}
 		}
 		parts[i] = strings.NewReplacer("%5B", "[", "%5D", "]").Replace(u.String())
+		if noScheme {
+			parts[i] = strings.TrimPrefix(parts[i], "nats://")
+		}
 	}
 	return strings.Join(parts, ",")
 }

@@ -11,6 +11,11 @@ func TestURLs(t *testing.T) {
 		"tls://a:p@n1:4222, nats://tok@n2":  "tls://a:[REDACTED]@n1:4222,nats://[REDACTED]@n2",
 		"nats://tok%zz@n1":                  "[UNPARSABLE URL]",
 		"nats://n1:4222,nats://s3cret@n2:1": "nats://n1:4222,nats://[REDACTED]@n2:1",
+		// nats.go reads a URL without a scheme as nats://...
+		"alice:s3cret@nats:4222":           "alice:[REDACTED]@nats:4222",
+		"s3cret-token@nats":                "[REDACTED]@nats",
+		"127.0.0.1:4222, tok@n2:4222":      "127.0.0.1:4222,[REDACTED]@n2:4222",
+		"https://user:pw@api.pandapon.com": "https://user:[REDACTED]@api.pandapon.com",
 	} {
 		if got := URLs(in); got != want {
 			t.Errorf("URLs(%q) = %q, want %q", in, got, want)
