@@ -54,9 +54,12 @@ type Handler struct {
 	// also how long a submission lease holds other replicas off.
 	RecheckDelay time.Duration
 	// Leases, when set, keeps replicas from submitting the same parcel at
-	// once: a submission first takes the parcel's lease, and an input that
-	// finds it held is rechecked later (UnknownOutcomeError). Without it,
-	// only inputs handled by the same process are kept apart.
+	// once, or while an earlier submission of it may still be carried out:
+	// a submission first takes the parcel's lease (for the handling's
+	// deadline plus RecheckDelay), and an input that finds it held is
+	// rechecked when it frees (UnknownOutcomeError). Without it, only
+	// inputs handled by the same process are kept apart, and a redelivery
+	// after the process died is not held back at all.
 	Leases Leases
 }
 
@@ -134,21 +137,22 @@ func (h *Handler) returnShipped(ctx context.Context, in events.Input) ([]Output,
 		}
 		return h.updated(in, current), nil
 	}
-	release := func() {}
+	release, unanswered := func() {}, func() {}
 	if h.Leases != nil {
 		lease, err := h.Leases.Acquire(ctx, in.RefundID(), rs.LogisticsNo, in.Event.ID(), h.recheckDelay())
 		if held, ok := errors.AsType[*submitlease.HeldError](err); ok {
-			// Another replica is submitting this parcel (or did, less than
-			// the hold ago, without an answer): its outcome will show in
-			// PandaPon's state.
-			return nil, &UnknownOutcomeError{RecheckAfter: max(h.recheckDelay()-held.Age, time.Second), Err: held}
+			// Another submission of this parcel is under way, or got no
+			// answer less than the hold ago: its outcome will show in
+			// PandaPon's state. (The second covers clocks a little apart.)
+			return nil, &UnknownOutcomeError{RecheckAfter: held.RetryIn + time.Second, Err: held}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("taking the submission lease before submitting: %w", err)
 		}
-		// Released when the parcel may be submitted again at once; kept
-		// (it expires after the hold) after a success or an unknown outcome.
+		// Released when the parcel may be submitted again at once; stamped
+		// unanswered after an unknown outcome; kept after a success.
 		release = func() { _ = lease.Release(context.WithoutCancel(ctx)) }
+		unanswered = func() { _ = lease.Unanswered(context.WithoutCancel(ctx)) }
 	}
 	resp, err := h.PandaPon.SubmitReturnLogistics(ctx, pandapon.ReturnLogistics{
 		RefundID:             in.RefundID(),
@@ -163,6 +167,7 @@ func (h *Handler) returnShipped(ctx context.Context, in events.Input) ([]Output,
 	var apiErr *pandapon.APIError
 	if !errors.As(err, &apiErr) {
 		if pandapon.MayHaveBeenProcessed(err) {
+			unanswered()
 			return nil, &UnknownOutcomeError{RecheckAfter: h.recheckDelay(), Err: err}
 		}
 		release()

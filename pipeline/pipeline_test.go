@@ -761,7 +761,10 @@ func TestRepeatedReturnShippedOnTwoReplicasIsSubmittedOnce(t *testing.T) {
 	_, js := testkit.Connect(t, e.nats)
 	h := &handlers.Handler{PandaPon: e.client, Subjects: e.topo.Subjects, RecheckDelay: time.Second,
 		Leases: submitlease.New(js, e.topo.SubmissionsBucket)}
-	cfg := pipeline.Config{Topology: e.topo, Concurrency: 1, MaxInFlight: 1, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond}
+	// The lease holds the other replica off until the holder's handling
+	// deadline plus RecheckDelay: 3 s + 1 s here.
+	cfg := pipeline.Config{Topology: e.topo, Concurrency: 1, MaxInFlight: 1, HandlerTimeout: 3 * time.Second,
+		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond}
 	e.run(h, cfg)
 	e.run(h, cfg)
 	refund := sandbox.GeneratedRefundID(21)

@@ -1,25 +1,37 @@
 // Package submitlease keeps consumer replicas from submitting the same return
-// parcel to PandaPon at the same time.
+// parcel to PandaPon at the same time, or again while PandaPon may still be
+// carrying out an earlier submission that got no answer.
 //
 // Before submitting a parcel, a handler takes its lease: an entry in a
 // JetStream key-value bucket shared by every replica, keyed by the refund id
-// and a hash of the logistics number, created only if absent (or taken over,
-// compare-and-swap, once older than the hold). While the lease is held by a
-// submission that started less than the hold ago, every other attempt to
-// take it gets a *HeldError and must come back later, when PandaPon's state
-// will show whether the first submission was carried out. Releasing the
-// lease (after a definitive refusal, or a failure that provably never
-// reached PandaPon) lets the next attempt submit at once.
+// and a hash of the logistics number, created only if absent. The entry says
+// who holds it and in which state:
 //
-// The bucket is created by topology.Topology.EnsureStreams. Lease ages are
-// measured against the NATS server's timestamps with the local clock, so
-// clocks must agree to well within the hold (NTP does).
+//   - submitting: the holder may send its request until its deadline (the
+//     deadline of the context it acquired with). Nobody else may submit
+//     before that deadline plus the hold: a request sent at the last moment
+//     gets the hold to be carried out and show in PandaPon's state.
+//   - unanswered: the holder's request got no usable answer (Lease.Unanswered
+//     stamps the moment). Nobody, the holder's own redelivery included, may
+//     submit before that moment plus the hold.
+//
+// Past that, the lease is stale and is taken over (compare-and-swap) by the
+// next attempt, which has just queried PandaPon and found the parcel still
+// not recorded. Every refused attempt gets a *HeldError saying when to come
+// back. Releasing the lease (after a refusal, or a failure that provably
+// never reached PandaPon) lets the next attempt submit at once; a success
+// keeps it, as PandaPon's state now shows the parcel.
+//
+// The bucket is created by topology.Topology.EnsureStreams. Times are
+// compared across replicas and with the NATS server's timestamps, so clocks
+// must agree to well within the hold (NTP does).
 package submitlease
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -47,31 +59,78 @@ func New(js jetstream.JetStream, bucket string) *Store {
 	return &Store{js: js, bucket: bucket, now: time.Now}
 }
 
-// HeldError reports a lease held by another submission of the same parcel.
+// OpTimeout bounds each bucket operation of Acquire, Unanswered and
+// Release. Without it a request to a bucket whose stream has just lost its
+// leader would wait for the caller's whole deadline.
+const OpTimeout = 5 * time.Second
+
+// NoDeadlineBound is how long a submission acquired with a context without
+// deadline is assumed to go on.
+const NoDeadlineBound = 10 * time.Minute
+
+// Lease states, as stored.
+const (
+	stateSubmitting = "submitting"
+	stateUnanswered = "unanswered"
+)
+
+// entry is a lease as stored in the bucket (JSON).
+type entry struct {
+	Holder string    `json:"holder"`
+	State  string    `json:"state"`
+	Until  time.Time `json:"until,omitzero"` // submitting: the holder's deadline
+	Hold   string    `json:"hold"`           // the hold it was taken with, for operators
+}
+
+// HeldError reports a lease held by another submission of the same parcel
+// (or an earlier one of the same input).
 type HeldError struct {
 	RefundID, LogisticsNo string
 	// Holder is the input event id of the submission holding it.
 	Holder string
-	// Age is how long ago that submission took the lease.
-	Age time.Duration
+	// State is "submitting" or "unanswered".
+	State string
+	// RetryIn is how long until the lease may be taken over.
+	RetryIn time.Duration
 }
 
 func (e *HeldError) Error() string {
-	return fmt.Sprintf("parcel %q of refund %s is being submitted by input %s, which took the lease %s ago",
-		e.LogisticsNo, e.RefundID, e.Holder, e.Age.Round(time.Millisecond))
+	what := "is being submitted by input " + e.Holder
+	if e.State == stateUnanswered {
+		what = "was submitted without an answer by input " + e.Holder
+	}
+	return fmt.Sprintf("parcel %q of refund %s %s: PandaPon may still be carrying it out; the lease frees in %s",
+		e.LogisticsNo, e.RefundID, what, e.RetryIn.Round(time.Millisecond))
 }
 
-// Lease is a taken lease. Release it when the parcel may be submitted again
-// at once; otherwise leave it to age past the hold.
+// Lease is a taken lease.
 type Lease struct {
 	kv       jetstream.KeyValue
 	key      string
+	holder   string
+	hold     time.Duration
 	revision uint64
 }
 
+// Unanswered records that the holder's request got no usable answer, so the
+// hold now runs from this moment. Errors are worth logging only: the lease
+// then stays "submitting" until the holder's deadline plus the hold, which
+// is as safe and at most the deadline later.
+func (l *Lease) Unanswered(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, OpTimeout)
+	defer cancel()
+	b, _ := json.Marshal(entry{Holder: l.holder, State: stateUnanswered, Hold: l.hold.String()})
+	rev, err := l.kv.Update(ctx, l.key, b, l.revision)
+	if err != nil {
+		return err
+	}
+	l.revision = rev
+	return nil
+}
+
 // Release deletes the lease if it is still this one (a lease taken over
-// after the hold is left alone). Errors are worth logging only: an
-// unreleased lease delays the next submission by at most the hold.
+// since is left alone). Errors are worth logging only: an unreleased lease
+// delays the next submission until it is stale.
 func (l *Lease) Release(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, OpTimeout)
 	defer cancel()
@@ -82,16 +141,17 @@ func (l *Lease) Release(ctx context.Context) error {
 	return err
 }
 
-// OpTimeout bounds each of Acquire and Release. Without it a request to a
-// bucket whose stream has just lost its leader would wait for the caller's
-// whole deadline.
-const OpTimeout = 5 * time.Second
-
 // Acquire takes the lease of parcel (refundID, logisticsNo) for holder, the
-// input event id. It fails with a *HeldError when another submission took it
-// less than hold ago, and with the bucket's error when NATS cannot be asked
-// within OpTimeout (the caller should retry later, not submit).
+// input event id, for a submission that ends by ctx's deadline
+// (NoDeadlineBound when it has none). It fails with a *HeldError while a
+// lease of the same parcel is not stale (see the package documentation),
+// and with the bucket's error when NATS cannot be asked within OpTimeout
+// (the caller should retry later, not submit).
 func (s *Store) Acquire(ctx context.Context, refundID, logisticsNo, holder string, hold time.Duration) (*Lease, error) {
+	until, ok := ctx.Deadline()
+	if !ok {
+		until = s.now().Add(NoDeadlineBound)
+	}
 	ctx, cancel := context.WithTimeout(ctx, OpTimeout)
 	defer cancel()
 	kv, err := s.bind(ctx)
@@ -99,10 +159,16 @@ func (s *Store) Acquire(ctx context.Context, refundID, logisticsNo, holder strin
 		return nil, err
 	}
 	key := Key(refundID, logisticsNo)
-	value := []byte(holder)
+	value, _ := json.Marshal(entry{Holder: holder, State: stateSubmitting, Until: until, Hold: hold.String()})
+	lease := func(rev uint64) *Lease {
+		return &Lease{kv: kv, key: key, holder: holder, hold: hold, revision: rev}
+	}
+	held := func(e entry, retryIn time.Duration) error {
+		return &HeldError{RefundID: refundID, LogisticsNo: logisticsNo, Holder: e.Holder, State: e.State, RetryIn: retryIn}
+	}
 	rev, err := kv.Create(ctx, key, value)
 	if err == nil {
-		return &Lease{kv: kv, key: key, revision: rev}, nil
+		return lease(rev), nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
 		return nil, s.failed(err)
@@ -110,30 +176,38 @@ func (s *Store) Acquire(ctx context.Context, refundID, logisticsNo, holder strin
 	cur, err := kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) { // released meanwhile: one more try
 		if rev, err = kv.Create(ctx, key, value); err == nil {
-			return &Lease{kv: kv, key: key, revision: rev}, nil
+			return lease(rev), nil
 		}
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			return nil, &HeldError{RefundID: refundID, LogisticsNo: logisticsNo, Holder: "(another)", Age: 0}
+			return nil, held(entry{Holder: "(another)", State: stateSubmitting}, time.Second)
 		}
 		return nil, s.failed(err)
 	}
 	if err != nil {
 		return nil, s.failed(err)
 	}
-	age := max(s.now().Sub(cur.Created()), 0)
-	if age < hold {
-		return nil, &HeldError{RefundID: refundID, LogisticsNo: logisticsNo, Holder: string(cur.Value()), Age: age}
+	var e entry
+	if json.Unmarshal(cur.Value(), &e) != nil || e.State == "" {
+		// Not ours to read: assume the longest a submission may take.
+		e = entry{Holder: string(cur.Value()), State: stateSubmitting, Until: cur.Created().Add(NoDeadlineBound)}
 	}
-	// Older than the hold: whatever its submission did, PandaPon's state
-	// has had time to show it, and the caller has just queried it.
+	stale := cur.Created().Add(hold) // unanswered: the hold from the stamp
+	if e.State != stateUnanswered {
+		stale = e.Until.Add(hold)
+	}
+	if wait := stale.Sub(s.now()); wait > 0 {
+		return nil, held(e, wait)
+	}
+	// Stale: whatever its submission did, PandaPon's state has had the hold
+	// to show it, and the caller has just queried it.
 	rev, err = kv.Update(ctx, key, value, cur.Revision())
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return nil, &HeldError{RefundID: refundID, LogisticsNo: logisticsNo, Holder: "(another)", Age: 0}
+		return nil, held(entry{Holder: "(another)", State: stateSubmitting}, time.Second)
 	}
 	if err != nil {
 		return nil, s.failed(err)
 	}
-	return &Lease{kv: kv, key: key, revision: rev}, nil
+	return lease(rev), nil
 }
 
 // Key is the bucket key of a parcel: the refund id (digits, as inputs are

@@ -27,67 +27,112 @@ func newStore(t *testing.T) (*Store, func() error) {
 	return s, recreate
 }
 
+// withDeadline is a context ending d from now, as a handler's does.
+func withDeadline(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 func TestLeaseKeepsASecondSubmissionOut(t *testing.T) {
 	s, _ := newStore(t)
-	ctx := context.Background()
 	const hold = time.Minute
-	first, err := s.Acquire(ctx, "110000303674", "SF 123/45", "input-1", hold)
+	first, err := s.Acquire(withDeadline(t, time.Minute), "110000303674", "SF 123/45", "input-1", hold)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.Acquire(ctx, "110000303674", "SF 123/45", "input-2", hold)
+	_, err = s.Acquire(withDeadline(t, time.Minute), "110000303674", "SF 123/45", "input-2", hold)
 	held, ok := errors.AsType[*HeldError](err)
-	if !ok || held.Holder != "input-1" || held.Age < 0 || held.Age > 10*time.Second {
-		t.Fatalf("second Acquire: %v, want a HeldError naming input-1", err)
+	// Held until the holder's deadline (1 min) plus the hold (1 min).
+	if !ok || held.Holder != "input-1" || held.State != "submitting" || held.RetryIn < 110*time.Second || held.RetryIn > 2*time.Minute {
+		t.Fatalf("second Acquire: %#v, want a HeldError naming input-1, free in about 2 min", err)
 	}
 	if !strings.Contains(err.Error(), `parcel "SF 123/45" of refund 110000303674 is being submitted by input input-1`) {
 		t.Errorf("error %q does not name the parcel and its holder", err)
 	}
 	// Another parcel, or the same number on another refund, is free.
 	for _, p := range [][2]string{{"110000303674", "SF 999"}, {"110000300003", "SF 123/45"}} {
-		if _, err := s.Acquire(ctx, p[0], p[1], "input-3", hold); err != nil {
+		if _, err := s.Acquire(withDeadline(t, time.Minute), p[0], p[1], "input-3", hold); err != nil {
 			t.Errorf("Acquire(%s, %s): %v", p[0], p[1], err)
 		}
 	}
+	ctx := context.Background()
 	if err := first.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire(ctx, "110000303674", "SF 123/45", "input-2", hold); err != nil {
+	if _, err := s.Acquire(withDeadline(t, time.Minute), "110000303674", "SF 123/45", "input-2", hold); err != nil {
 		t.Errorf("Acquire after Release: %v", err)
 	}
 }
 
-func TestLeaseOlderThanTheHoldIsTakenOver(t *testing.T) {
+// TestLeaseOutlivesTheHoldersDeadline: a holder delayed before sending (a
+// 429's Retry-After, the rate limiter) may send until its deadline; the
+// lease must not go stale one hold after it was taken.
+func TestLeaseOutlivesTheHoldersDeadline(t *testing.T) {
+	s, _ := newStore(t)
+	const hold = time.Minute
+	if _, err := s.Acquire(withDeadline(t, 5*time.Minute), "1", "SF1", "input-1", hold); err != nil {
+		t.Fatal(err)
+	}
+	s.now = func() time.Time { return time.Now().Add(2 * hold) } // twice the hold later, deadline not passed
+	if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold); !isHeld(err) {
+		t.Fatalf("Acquire while the holder may still send: %v, want held", err)
+	}
+	s.now = func() time.Time { return time.Now().Add(5*time.Minute + hold + time.Second) } // deadline + hold passed
+	if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold); err != nil {
+		t.Fatalf("Acquire of a stale lease: %v", err)
+	}
+}
+
+// TestUnansweredLeaseHoldsFromTheStamp: after a submission without an
+// answer the hold runs from that moment, for everyone, its own input too;
+// then the lease is taken over, and the old holder's late release does not
+// free the new holder's lease.
+func TestUnansweredLeaseHoldsFromTheStamp(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := context.Background()
 	const hold = time.Minute
-	old, err := s.Acquire(ctx, "1", "SF1", "input-1", hold)
+	old, err := s.Acquire(withDeadline(t, time.Hour), "1", "SF1", "input-1", hold)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.now = func() time.Time { return time.Now().Add(hold + time.Second) } // a minute later
-	taken, err := s.Acquire(ctx, "1", "SF1", "input-2", hold)
-	if err != nil {
-		t.Fatalf("Acquire of a lease older than the hold: %v", err)
+	if err := old.Unanswered(ctx); err != nil {
+		t.Fatal(err)
 	}
-	// The first holder's late release must not free the new holder's lease.
+	_, err = s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-1", hold)
+	held, ok := errors.AsType[*HeldError](err)
+	if !ok || held.State != "unanswered" || held.RetryIn < 50*time.Second || held.RetryIn > hold {
+		t.Fatalf("Acquire right after an unanswered submission: %v, want held for about the hold (not the holder's 1 h deadline)", err)
+	}
+	if !strings.Contains(err.Error(), "was submitted without an answer by input input-1") {
+		t.Errorf("error %q does not say the submission got no answer", err)
+	}
+	s.now = func() time.Time { return time.Now().Add(hold + time.Second) }
+	taken, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-1", hold)
+	if err != nil {
+		t.Fatalf("Acquire one hold after the stamp: %v", err)
+	}
 	if err := old.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 	s.now = time.Now
-	_, err = s.Acquire(ctx, "1", "SF1", "input-3", hold)
-	if held, ok := errors.AsType[*HeldError](err); !ok || held.Holder != "input-2" {
-		t.Fatalf("Acquire after a stale release: %v, want held by input-2", err)
+	if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-3", hold); !isHeld(err) {
+		t.Fatalf("Acquire after a stale release: %v, want held", err)
 	}
 	if err := taken.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 }
 
+func isHeld(err error) bool {
+	_, ok := errors.AsType[*HeldError](err)
+	return ok
+}
+
 func TestStoreBindsARecreatedBucket(t *testing.T) {
 	s, recreate := newStore(t)
 	ctx := context.Background()
-	if _, err := s.Acquire(ctx, "1", "SF1", "input-1", time.Minute); err != nil {
+	if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if err := recreate(); err != nil {
