@@ -127,15 +127,9 @@ func (h *Handler) lookup(ctx context.Context, in events.Input) ([]Output, error)
 // refund.request.failed.
 func (h *Handler) returnShipped(ctx context.Context, in events.Input) ([]Output, error) {
 	rs := in.ReturnShipped
-	current, err := h.PandaPon.QueryRefund(ctx, in.RefundID())
-	if err != nil {
-		return h.failedOr(in, err, "PandaPon refused the refund query made before submitting the return logistics")
-	}
-	if done, err := recorded(current, rs.LogisticsNo); err != nil || done {
-		if err != nil {
-			return nil, fmt.Errorf("checking PandaPon's refund before submitting: %w", err)
-		}
-		return h.updated(in, current), nil
+	current, done, err := h.queryRecorded(ctx, in)
+	if err != nil || done {
+		return h.answerOr(in, current, err)
 	}
 	release, unanswered := func() {}, func() {}
 	if h.Leases != nil {
@@ -143,7 +137,8 @@ func (h *Handler) returnShipped(ctx context.Context, in events.Input) ([]Output,
 		if held, ok := errors.AsType[*submitlease.HeldError](err); ok {
 			// Another submission of this parcel is under way, or got no
 			// answer less than the hold ago: its outcome will show in
-			// PandaPon's state. (The second covers clocks a little apart.)
+			// PandaPon's state. (One second more, so that the redelivery
+			// finds the lease free.)
 			return nil, &UnknownOutcomeError{RecheckAfter: held.RetryIn + time.Second, Err: held}
 		}
 		if err != nil {
@@ -153,6 +148,14 @@ func (h *Handler) returnShipped(ctx context.Context, in events.Input) ([]Output,
 		// unanswered after an unknown outcome; kept after a success.
 		release = func() { _ = lease.Release(context.WithoutCancel(ctx)) }
 		unanswered = func() { _ = lease.Unanswered(context.WithoutCancel(ctx)) }
+		if lease.TookOver {
+			// The query above may have been answered from a state taken
+			// before the old holder's submission was carried out.
+			if current, done, err = h.queryRecorded(ctx, in); err != nil || done {
+				release()
+				return h.answerOr(in, current, err)
+			}
+		}
 	}
 	resp, err := h.PandaPon.SubmitReturnLogistics(ctx, pandapon.ReturnLogistics{
 		RefundID:             in.RefundID(),
@@ -187,6 +190,29 @@ func (h *Handler) returnShipped(ctx context.Context, in events.Input) ([]Output,
 		return h.updated(in, again), nil
 	}
 	return h.failed(in, apiErr, "PandaPon refused the return logistics submission")
+}
+
+// queryRecorded queries the refund and reports whether it already holds
+// the input's parcel.
+func (h *Handler) queryRecorded(ctx context.Context, in events.Input) (*pandapon.Response, bool, error) {
+	resp, err := h.PandaPon.QueryRefund(ctx, in.RefundID())
+	if err != nil {
+		return nil, false, err
+	}
+	done, err := recorded(resp, in.ReturnShipped.LogisticsNo)
+	if err != nil {
+		return nil, false, fmt.Errorf("checking PandaPon's refund before submitting: %w", err)
+	}
+	return resp, done, nil
+}
+
+// answerOr answers a return.shipped from PandaPon's state (resp), or turns
+// the failure of queryRecorded into its outcome.
+func (h *Handler) answerOr(in events.Input, resp *pandapon.Response, err error) ([]Output, error) {
+	if err != nil {
+		return h.failedOr(in, err, "PandaPon refused the refund query made before submitting the return logistics")
+	}
+	return h.updated(in, resp), nil
 }
 
 // recorded reports whether the refund's state already holds logisticsNo.

@@ -15,10 +15,13 @@
 //     stamps the moment). Nobody, the holder's own redelivery included, may
 //     submit before that moment plus the hold.
 //
-// Past that, the lease is stale and is taken over (compare-and-swap) by the
-// next attempt, which has just queried PandaPon and found the parcel still
-// not recorded. Every refused attempt gets a *HeldError saying when to come
-// back. Releasing the lease (after a refusal, or a failure that provably
+// Past that (plus ClockSkewMargin, and with the longer of the stored and
+// the caller's hold), the lease is stale and is taken over
+// (compare-and-swap) by the next attempt. Its Lease says TookOver: the
+// caller's view of PandaPon's state predates the takeover, so it must query
+// again before submitting (PandaPon may have carried the old submission out
+// while that query was under way). Every refused attempt gets a *HeldError
+// saying when to come back. Releasing the lease (after a refusal, or a failure that provably
 // never reached PandaPon) lets the next attempt submit at once; a success
 // keeps it, as PandaPon's state now shows the parcel.
 //
@@ -48,6 +51,9 @@ type Store struct {
 	js     jetstream.JetStream
 	bucket string
 	now    func() time.Time
+	// beforeTakeover, when set (by tests), runs between reading a stale
+	// lease and replacing it.
+	beforeTakeover func()
 
 	mu sync.Mutex
 	kv jetstream.KeyValue
@@ -67,6 +73,10 @@ const OpTimeout = 5 * time.Second
 // NoDeadlineBound is how long a submission acquired with a context without
 // deadline is assumed to go on.
 const NoDeadlineBound = 10 * time.Minute
+
+// ClockSkewMargin is added to every hold: deadlines are written by one
+// replica's clock, stamps by the NATS server's, and read by another's.
+const ClockSkewMargin = time.Second
 
 // Lease states, as stored.
 const (
@@ -105,6 +115,10 @@ func (e *HeldError) Error() string {
 
 // Lease is a taken lease.
 type Lease struct {
+	// TookOver reports that the lease replaced a stale one: query
+	// PandaPon again before submitting.
+	TookOver bool
+
 	kv       jetstream.KeyValue
 	key      string
 	holder   string
@@ -191,15 +205,21 @@ func (s *Store) Acquire(ctx context.Context, refundID, logisticsNo, holder strin
 		// Not ours to read: assume the longest a submission may take.
 		e = entry{Holder: string(cur.Value()), State: stateSubmitting, Until: cur.Created().Add(NoDeadlineBound)}
 	}
+	if stored, err := time.ParseDuration(e.Hold); err == nil && stored > hold {
+		hold = stored // the holder's setting, if longer (a config change under way)
+	}
 	stale := cur.Created().Add(hold) // unanswered: the hold from the stamp
 	if e.State != stateUnanswered {
 		stale = e.Until.Add(hold)
 	}
-	if wait := stale.Sub(s.now()); wait > 0 {
+	if wait := stale.Add(ClockSkewMargin).Sub(s.now()); wait > 0 {
 		return nil, held(e, wait)
 	}
 	// Stale: whatever its submission did, PandaPon's state has had the hold
-	// to show it, and the caller has just queried it.
+	// to show it, which the caller checks again (TookOver).
+	if s.beforeTakeover != nil {
+		s.beforeTakeover()
+	}
 	rev, err = kv.Update(ctx, key, value, cur.Revision())
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return nil, held(entry{Holder: "(another)", State: stateSubmitting}, time.Second)
@@ -207,7 +227,9 @@ func (s *Store) Acquire(ctx context.Context, refundID, logisticsNo, holder strin
 	if err != nil {
 		return nil, s.failed(err)
 	}
-	return lease(rev), nil
+	l := lease(rev)
+	l.TookOver = true
+	return l, nil
 }
 
 // Key is the bucket key of a parcel: the refund id (digits, as inputs are

@@ -3,7 +3,9 @@ package submitlease
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,8 +45,9 @@ func TestLeaseKeepsASecondSubmissionOut(t *testing.T) {
 	}
 	_, err = s.Acquire(withDeadline(t, time.Minute), "110000303674", "SF 123/45", "input-2", hold)
 	held, ok := errors.AsType[*HeldError](err)
-	// Held until the holder's deadline (1 min) plus the hold (1 min).
-	if !ok || held.Holder != "input-1" || held.State != "submitting" || held.RetryIn < 110*time.Second || held.RetryIn > 2*time.Minute {
+	// Held until the holder's deadline (1 min) plus the hold (1 min) plus
+	// the clock skew margin.
+	if !ok || held.Holder != "input-1" || held.State != "submitting" || held.RetryIn < 110*time.Second || held.RetryIn > 2*time.Minute+ClockSkewMargin {
 		t.Fatalf("second Acquire: %#v, want a HeldError naming input-1, free in about 2 min", err)
 	}
 	if !strings.Contains(err.Error(), `parcel "SF 123/45" of refund 110000303674 is being submitted by input input-1`) {
@@ -78,7 +81,7 @@ func TestLeaseOutlivesTheHoldersDeadline(t *testing.T) {
 	if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold); !isHeld(err) {
 		t.Fatalf("Acquire while the holder may still send: %v, want held", err)
 	}
-	s.now = func() time.Time { return time.Now().Add(5*time.Minute + hold + time.Second) } // deadline + hold passed
+	s.now = func() time.Time { return time.Now().Add(5*time.Minute + hold + 2*ClockSkewMargin) } // deadline + hold passed
 	if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold); err != nil {
 		t.Fatalf("Acquire of a stale lease: %v", err)
 	}
@@ -101,16 +104,19 @@ func TestUnansweredLeaseHoldsFromTheStamp(t *testing.T) {
 	}
 	_, err = s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-1", hold)
 	held, ok := errors.AsType[*HeldError](err)
-	if !ok || held.State != "unanswered" || held.RetryIn < 50*time.Second || held.RetryIn > hold {
+	if !ok || held.State != "unanswered" || held.RetryIn < 50*time.Second || held.RetryIn > hold+ClockSkewMargin {
 		t.Fatalf("Acquire right after an unanswered submission: %v, want held for about the hold (not the holder's 1 h deadline)", err)
 	}
 	if !strings.Contains(err.Error(), "was submitted without an answer by input input-1") {
 		t.Errorf("error %q does not say the submission got no answer", err)
 	}
-	s.now = func() time.Time { return time.Now().Add(hold + time.Second) }
+	s.now = func() time.Time { return time.Now().Add(hold + 2*ClockSkewMargin) }
 	taken, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-1", hold)
 	if err != nil {
 		t.Fatalf("Acquire one hold after the stamp: %v", err)
+	}
+	if !taken.TookOver {
+		t.Error("a lease that replaced a stale one does not say TookOver")
 	}
 	if err := old.Release(ctx); err != nil {
 		t.Fatal(err)
@@ -158,5 +164,43 @@ func TestKey(t *testing.T) {
 	}
 	if k := Key("1.*>", "a"); strings.ContainsAny(k[:len(k)-33], ".*>") {
 		t.Errorf("Key of a refund id with key metacharacters = %q", k)
+	}
+}
+
+// TestOnlyOneReplicaTakesOverAStaleLease: two replicas read the same stale
+// lease; the compare-and-swap lets exactly one replace it.
+func TestOnlyOneReplicaTakesOverAStaleLease(t *testing.T) {
+	a, _ := newStore(t)
+	if _, err := a.Acquire(withDeadline(t, time.Second), "1", "SF1", "input-1", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b := New(a.js, a.bucket) // another replica's store
+	later := func() time.Time { return time.Now().Add(time.Minute) }
+	a.now, b.now = later, later
+	var bothRead sync.WaitGroup
+	bothRead.Add(2)
+	for _, s := range []*Store{a, b} {
+		s.beforeTakeover = func() { bothRead.Done(); bothRead.Wait() }
+	}
+	errs := make(chan error, 2)
+	for i, s := range []*Store{a, b} {
+		go func() {
+			_, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", fmt.Sprintf("input-%d", i+2), time.Second)
+			errs <- err
+		}()
+	}
+	var won, held int
+	for range 2 {
+		switch err := <-errs; {
+		case err == nil:
+			won++
+		case isHeld(err):
+			held++
+		default:
+			t.Errorf("Acquire: %v", err)
+		}
+	}
+	if won != 1 || held != 1 {
+		t.Errorf("%d replicas took the stale lease over and %d were held, want 1 and 1", won, held)
 	}
 }
