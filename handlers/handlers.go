@@ -51,7 +51,7 @@ type Handler struct {
 	// RecheckDelay is how long a return.shipped whose submission may have
 	// been carried out without an answer (UnknownOutcomeError) waits before
 	// PandaPon's state is checked again (default DefaultRecheckDelay). It is
-	// also how long a submission lease holds other replicas off.
+	// also the hold of the submission leases (see Leases).
 	RecheckDelay time.Duration
 	// Leases, when set, keeps replicas from submitting the same parcel at
 	// once, or while an earlier submission of it may still be carried out:
@@ -124,7 +124,9 @@ func (h *Handler) lookup(ctx context.Context, in events.Input) ([]Output, error)
 // the refund is queried once more: a refusal because this very parcel was
 // recorded meanwhile (a concurrent duplicate, or a retried request whose
 // first attempt was processed) is a success, anything else is published as
-// refund.request.failed.
+// refund.request.failed. With Leases, a submission also needs the parcel's
+// lease, which keeps other copies of it (on any replica) from submitting
+// while this one may still be carried out.
 func (h *Handler) returnShipped(ctx context.Context, in events.Input) ([]Output, error) {
 	rs := in.ReturnShipped
 	current, done, err := h.queryRecorded(ctx, in)

@@ -379,7 +379,8 @@ func (p *Pipeline) ensure(ctx context.Context, startSeq uint64) (jetstream.Consu
 func (p *Pipeline) watchConsumer(ctx context.Context, cons jetstream.Consumer) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
-	var streamBorn time.Time // the input stream's creation time at the last poll
+	var streamBorn time.Time   // the input stream's creation time, read once per consumer
+	var consumerBorn time.Time // that consumer's creation time
 	for {
 		select {
 		case <-ctx.Done():
@@ -394,11 +395,15 @@ func (p *Pipeline) watchConsumer(ctx context.Context, cons jetstream.Consumer) {
 			// missing one and leaves existing ones alone.
 			err = p.cfg.Topology.EnsureStreams(ictx, p.js)
 		}
-		if err == nil {
+		if err == nil && !info.Created.Equal(consumerBorn) {
+			// A consumer cannot outlive its stream: the stream it reads is
+			// the same as long as the consumer is.
 			if s, serr := p.js.Stream(ictx, p.cfg.Topology.InputStream); serr == nil {
-				p.ackFloor.Store(info.AckFloor.Stream)
-				streamBorn = s.CachedInfo().Created
+				streamBorn, consumerBorn = s.CachedInfo().Created, info.Created
 			}
+		}
+		if err == nil && info.Created.Equal(consumerBorn) {
+			p.ackFloor.Store(info.AckFloor.Stream)
 		}
 		cancel()
 		if err != nil {
