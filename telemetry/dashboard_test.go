@@ -47,6 +47,7 @@ func exportedFamilies(t *testing.T) map[string]bool {
 	m.Consumed.WithLabelValues("t", "o").Inc()
 	m.Published.WithLabelValues("t").Inc()
 	m.DeadLettered.WithLabelValues("t", "k").Inc()
+	m.DeadLetterFailed.WithLabelValues("t").Inc()
 	m.HandleSeconds.WithLabelValues("t", "o").Observe(1)
 	pm.CallDone(pandapon.EndpointQueryRefund, "success", 0, time.Second, 1)
 	pm.Retried(pandapon.EndpointQueryRefund, "http_5xx")
@@ -90,7 +91,7 @@ func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"PandabridgeConsumerLagGrowing", "PandabridgeDeadLetters", "PandabridgePandaPonCircuitOpen", "PandabridgePandaPonErrorRate"} {
+	for _, want := range []string{"PandabridgeConsumerLagGrowing", "PandabridgeDeadLetters", "PandabridgeDeadLettersNotStored", "PandabridgePandaPonCircuitOpen", "PandabridgePandaPonErrorRate"} {
 		if !strings.Contains(string(alerts), "alert: "+want) {
 			t.Errorf("alerts.yaml lacks %s", want)
 		}
