@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,24 +11,6 @@ import (
 
 	"github.com/pandabridge/pandabridge/internal/testkit"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a logger and a test at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestNATSTokenIsNotLogged: nats://TOKEN@host is NATS token
 // authentication; url.URL.Redacted and nats.go's ConnectedUrlRedacted print
@@ -59,7 +39,7 @@ func TestNATSTokenIsNotLogged(t *testing.T) {
 		t.Errorf("-print-config does not hide the NATS token:\n%s", printed.String())
 	}
 
-	logs := &lockedBuffer{}
+	logs := &testkit.SyncBuffer{}
 	nc, err := connect(Config{NATSURL: natsURL}, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -61,24 +60,6 @@ func closedPortURL(t *testing.T) string {
 	addr := l.Addr().String()
 	l.Close()
 	return "nats://" + addr
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // result is what one run of the CLI produced.
@@ -857,7 +838,7 @@ func checkLine(t *testing.T, line string, want event.Event) {
 
 // watcher is a watch command running in a goroutine.
 type watcher struct {
-	out, errOut syncBuffer
+	out, errOut testkit.SyncBuffer
 	done        chan struct{}
 	code        int
 	cancel      context.CancelFunc

@@ -56,7 +56,7 @@ func writeFile(t *testing.T, name, content string) string {
 // serving is a running "publisher serve".
 type serving struct {
 	base   string
-	stderr *syncBuffer
+	stderr *testkit.SyncBuffer
 	cancel context.CancelFunc
 	code   chan int
 }
@@ -78,7 +78,7 @@ func startServe(t *testing.T) *serving {
 	t.Setenv("PANDABRIDGE_INGEST_ADDR", "127.0.0.1:0")
 	t.Setenv("PANDABRIDGE_LOG_FORMAT", "json")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	s := &serving{stderr: &syncBuffer{}, cancel: cancel, code: make(chan int, 1)}
+	s := &serving{stderr: &testkit.SyncBuffer{}, cancel: cancel, code: make(chan int, 1)}
 	go func() { s.code <- runServe(t, ctx, s.stderr) }()
 	t.Cleanup(func() {
 		cancel()
@@ -300,7 +300,7 @@ func TestServeConfigurationErrors(t *testing.T) {
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
-			var stderr syncBuffer
+			var stderr testkit.SyncBuffer
 			code := runServe(t, context.Background(), &stderr)
 			if code != 2 {
 				t.Fatalf("exit %d, want 2\n%s", code, stderr.String())
@@ -319,7 +319,7 @@ func TestServeConfigurationErrors(t *testing.T) {
 
 func TestServeUsage(t *testing.T) {
 	cleanServeEnv(t)
-	var stderr syncBuffer
+	var stderr testkit.SyncBuffer
 	c := &cli{stderr: &stderr, stdout: io.Discard}
 	if code := c.serve(context.Background(), []string{"extra"}); code != 2 || !strings.Contains(stderr.String(), "unexpected argument") {
 		t.Fatalf("serve extra = %d\n%s", code, stderr.String())
