@@ -375,14 +375,7 @@ func (h *Handler) publish(ctx context.Context, batch []pending) ([]Result, int) 
 				results[i] = h.result(p, nil, errs[i])
 				continue
 			}
-			select {
-			case ack := <-futures[i].Ok():
-				results[i] = h.result(p, ack, nil)
-			case err := <-futures[i].Err():
-				results[i] = h.result(p, nil, err)
-			case <-ctx.Done():
-				results[i] = h.result(p, nil, fmt.Errorf("no acknowledgement from JetStream: %w", ctx.Err()))
-			}
+			results[i] = h.awaitAck(ctx, p, futures[i])
 		}
 	}
 	stored := 0
@@ -392,6 +385,27 @@ func (h *Handler) publish(ctx context.Context, batch []pending) ([]Result, int) 
 		}
 	}
 	return results, stored
+}
+
+// awaitAck waits for f until ctx ends. An answer already in is taken even
+// when ctx has ended meanwhile (while waiting for an earlier event's): a
+// select would pick at random, and report a stored event as not stored.
+func (h *Handler) awaitAck(ctx context.Context, p pending, f jetstream.PubAckFuture) Result {
+	select {
+	case ack := <-f.Ok():
+		return h.result(p, ack, nil)
+	case err := <-f.Err():
+		return h.result(p, nil, err)
+	default:
+	}
+	select {
+	case ack := <-f.Ok():
+		return h.result(p, ack, nil)
+	case err := <-f.Err():
+		return h.result(p, nil, err)
+	case <-ctx.Done():
+		return h.result(p, nil, fmt.Errorf("no acknowledgement from JetStream: %w", ctx.Err()))
+	}
 }
 
 func (h *Handler) result(p pending, ack *jetstream.PubAck, err error) Result {
