@@ -61,11 +61,7 @@ func TestLeaseHoldsWhileTheHolderMayStillSend(t *testing.T) {
 	leases := submitlease.New(js, testkit.EnsureStreams(t, js).SubmissionsBucket)
 	const hold, deadline = time.Second, 3 * time.Second
 	h := &Handler{PandaPon: client, RecheckDelay: hold, Leases: leases}
-	inA, errA := events.ParseInput(testkit.ReturnShipped("1", "SF", "SF1"))
-	inB, errB := events.ParseInput(testkit.ReturnShipped("1", "SF", "SF1")) // the same parcel, another event id
-	if err := errors.Join(errA, errB); err != nil {
-		t.Fatal(err)
-	}
+	inA, inB := returnShipped(t), returnShipped(t) // the same parcel, two event ids
 
 	start := time.Now()
 	aDone := make(chan error, 1)
@@ -154,15 +150,6 @@ func leasedHandler(t *testing.T, baseURL string, hold time.Duration) (*Handler, 
 	return &Handler{PandaPon: client, RecheckDelay: hold, Leases: submitlease.New(js, bucket)}, js, bucket
 }
 
-func parcelCopy(t *testing.T) events.Input {
-	t.Helper()
-	in, err := events.ParseInput(testkit.ReturnShipped("1", "SF", "SF1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return in
-}
-
 // TestUnansweredSubmissionHoldsOtherCopies: A's submission gets no answer;
 // a second copy of the parcel arriving right after must not submit.
 func TestUnansweredSubmissionHoldsOtherCopies(t *testing.T) {
@@ -170,10 +157,10 @@ func TestUnansweredSubmissionHoldsOtherCopies(t *testing.T) {
 	h, _, _ := leasedHandler(t, pp.URL, time.Minute)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := h.Handle(ctx, parcelCopy(t)); !isUnknownOutcome(err) {
+	if _, err := h.Handle(ctx, returnShipped(t)); !isUnknownOutcome(err) {
 		t.Fatalf("A: %v, want an UnknownOutcomeError", err)
 	}
-	_, err := h.Handle(ctx, parcelCopy(t))
+	_, err := h.Handle(ctx, returnShipped(t))
 	held, ok := errors.AsType[*submitlease.HeldError](err)
 	if !isUnknownOutcome(err) || !ok || held.State != "unanswered" {
 		t.Fatalf("B: %v, want an UnknownOutcomeError for a lease held unanswered", err)
@@ -206,7 +193,7 @@ func TestTakeoverQueriesAgain(t *testing.T) {
 	if _, err := kv.Put(ctx, submitlease.Key("1", "SF1"), []byte(stale)); err != nil {
 		t.Fatal(err)
 	}
-	outs, err := h.Handle(ctx, parcelCopy(t))
+	outs, err := h.Handle(ctx, returnShipped(t))
 	if err != nil || len(outs) != 1 || outs[0].Event.Type() != events.TypeRefundUpdated {
 		t.Fatalf("B: %v, %v; want refund.updated", outs, err)
 	}
