@@ -326,7 +326,7 @@ type worker struct {
 	limiter *rate.Limiter
 	slots   chan struct{}
 	held    chan struct{}
-	cons    []source
+	cons    []source // guarded by mu; replaced, never modified, by ensure
 
 	stopping   atomic.Bool
 	stopCtx    context.Context // cancelled when shutdown starts
@@ -390,7 +390,7 @@ func (w *worker) ensure(ctx context.Context) error {
 	if w.t.DeliverPolicy == DeliverAll {
 		policy = jetstream.DeliverAllPolicy
 	}
-	w.cons = w.cons[:0]
+	srcs := make([]source, 0, 2)
 	for _, c := range []struct {
 		stream, name, filter, desc string
 		policy                     jetstream.DeliverPolicy
@@ -420,8 +420,12 @@ func (w *worker) ensure(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("creating consumer %s on stream %s: %w", c.name, c.stream, err)
 		}
-		w.cons = append(w.cons, source{stream: c.stream, cons: cons})
+		srcs = append(srcs, source{stream: c.stream, cons: cons})
 	}
+	// Under mu: the watch re-ensures while run may be reading the sources.
+	w.mu.Lock()
+	w.cons = srcs
+	w.mu.Unlock()
 	return nil
 }
 
@@ -432,7 +436,10 @@ func (w *worker) run(ctx context.Context) {
 	var bg sync.WaitGroup
 	bg.Go(func() { w.heartbeat(hb) })
 	var fetchers sync.WaitGroup
-	for i, s := range w.cons {
+	w.mu.Lock()
+	srcs := w.cons
+	w.mu.Unlock()
+	for i, s := range srcs {
 		// The first source is the output stream; the others (replays of
 		// dead letters) are rare and fetch one message at a time, so that
 		// their idle pulls do not hold the target's slots.
