@@ -23,7 +23,9 @@
 // while that query was under way). Every refused attempt gets a *HeldError
 // saying when to come back. Releasing the lease (after a refusal, or a failure that provably
 // never reached PandaPon) lets the next attempt submit at once; a success
-// keeps it, as PandaPon's state now shows the parcel.
+// keeps it, as PandaPon's state now shows the parcel. A write to the bucket
+// that got no answer may have been stored: it is read back, and an entry
+// carrying this attempt's random tag is this attempt's lease.
 //
 // The bucket is created by topology.Topology.EnsureStreams. Times are
 // compared across replicas and with the NATS server's timestamps, so clocks
@@ -32,6 +34,7 @@ package submitlease
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -41,6 +44,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -54,6 +58,8 @@ type Store struct {
 	// beforeTakeover, when set (by tests), runs between reading a stale
 	// lease and replacing it.
 	beforeTakeover func()
+	// wrapKV, when set (by tests), wraps the bucket when it is bound.
+	wrapKV func(jetstream.KeyValue) jetstream.KeyValue
 
 	mu sync.Mutex
 	kv jetstream.KeyValue
@@ -90,6 +96,9 @@ type entry struct {
 	State  string    `json:"state"`
 	Until  time.Time `json:"until,omitzero"` // submitting: the holder's deadline
 	Hold   string    `json:"hold"`           // the hold it was taken with, for operators
+	// Attempt is random per Acquire call: it tells the call that wrote the
+	// entry from another attempt of the same holder (input).
+	Attempt string `json:"attempt,omitempty"`
 }
 
 // HeldError reports a lease held by another submission of the same parcel
@@ -160,7 +169,9 @@ func (l *Lease) Release(ctx context.Context) error {
 // (NoDeadlineBound when it has none). It fails with a *HeldError while a
 // lease of the same parcel is not stale (see the package documentation),
 // and with the bucket's error when NATS cannot be asked within OpTimeout
-// (the caller should retry later, not submit).
+// (the caller should retry later, not submit). A write that got no answer
+// is read back (for up to ReadBackTimeout more): if it was stored, the
+// lease is this call's.
 func (s *Store) Acquire(ctx context.Context, refundID, logisticsNo, holder string, hold time.Duration) (*Lease, error) {
 	until, ok := ctx.Deadline()
 	if !ok {
@@ -173,7 +184,8 @@ func (s *Store) Acquire(ctx context.Context, refundID, logisticsNo, holder strin
 		return nil, err
 	}
 	key := Key(refundID, logisticsNo)
-	value, _ := json.Marshal(entry{Holder: holder, State: stateSubmitting, Until: until, Hold: hold.String()})
+	attempt := rand.Text()
+	value, _ := json.Marshal(entry{Holder: holder, State: stateSubmitting, Until: until, Hold: hold.String(), Attempt: attempt})
 	lease := func(rev uint64) *Lease {
 		return &Lease{kv: kv, key: key, holder: holder, hold: hold, revision: rev}
 	}
@@ -185,6 +197,9 @@ func (s *Store) Acquire(ctx context.Context, refundID, logisticsNo, holder strin
 		return lease(rev), nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
+		if rev, ok := s.readBack(ctx, kv, key, attempt, err); ok {
+			return lease(rev), nil
+		}
 		return nil, s.failed(err)
 	}
 	cur, err := kv.Get(ctx, key)
@@ -225,11 +240,60 @@ func (s *Store) Acquire(ctx context.Context, refundID, logisticsNo, holder strin
 		return nil, held(entry{Holder: "(another)", State: stateSubmitting}, time.Second)
 	}
 	if err != nil {
-		return nil, s.failed(err)
+		var ok bool
+		if rev, ok = s.readBack(ctx, kv, key, attempt, err); !ok {
+			return nil, s.failed(err)
+		}
 	}
 	l := lease(rev)
 	l.TookOver = true
 	return l, nil
+}
+
+// ReadBackTimeout bounds readBack's attempts to read an entry whose write
+// got no answer.
+const ReadBackTimeout = 5 * time.Second
+
+// readBack reads the lease after a write that failed with writeErr. A
+// write the server refused (an API error, no responders, no bucket) was
+// not stored, and ok is false at once. Any other failure (a timeout, a lost
+// connection, a leader change) may have stored the write and lost its
+// answer: if the entry is this attempt's, the lease is held and its
+// revision is returned; otherwise (another's entry, no entry, or no answer
+// within ReadBackTimeout) ok is false and the write counts as failed.
+// Without this, a lease whose answer was lost would hold off its own input,
+// like a holder that died while sending, until its deadline plus the hold.
+// The reads are not bound to ctx, whose deadline may be what failed the
+// write: a lease read back after it is then released by the caller's
+// failure handling, not left to go stale.
+func (s *Store) readBack(ctx context.Context, kv jetstream.KeyValue, key, attempt string, writeErr error) (rev uint64, ok bool) {
+	var apiErr *jetstream.APIError
+	if errors.As(writeErr, &apiErr) || errors.Is(writeErr, nats.ErrNoResponders) ||
+		errors.Is(writeErr, jetstream.ErrBucketNotFound) || errors.Is(writeErr, jetstream.ErrStreamNotFound) {
+		return 0, false
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ReadBackTimeout)
+	defer cancel()
+	wait := 100 * time.Millisecond
+	for {
+		cur, err := kv.Get(ctx, key)
+		if err == nil {
+			var e entry
+			if json.Unmarshal(cur.Value(), &e) == nil && e.Attempt == attempt {
+				return cur.Revision(), true
+			}
+			return 0, false
+		}
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return 0, false
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // Key is the bucket key of a parcel: the refund id (digits, as inputs are
@@ -257,6 +321,9 @@ func (s *Store) bind(ctx context.Context) (jetstream.KeyValue, error) {
 	kv, err := s.js.KeyValue(ctx, s.bucket)
 	if err != nil {
 		return nil, fmt.Errorf("submission leases: bucket %s: %w", s.bucket, err)
+	}
+	if s.wrapKV != nil {
+		kv = s.wrapKV(kv)
 	}
 	s.kv = kv
 	return kv, nil

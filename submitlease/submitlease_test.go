@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/pandabridge/pandabridge/internal/testkit"
 )
 
@@ -202,5 +205,121 @@ func TestOnlyOneReplicaTakesOverAStaleLease(t *testing.T) {
 	}
 	if won != 1 || held != 1 {
 		t.Errorf("%d replicas took the stale lease over and %d were held, want 1 and 1", won, held)
+	}
+}
+
+// lostAnswers is a bucket whose writes (Create, Update) can be made to
+// lose their answer: stored, then reported failed as a timeout would be;
+// or to fail without being stored.
+type lostAnswers struct {
+	jetstream.KeyValue
+	mu     sync.Mutex
+	mode   string // "": pass; "lost": stored, answer lost; "unsent": not stored
+	writes int
+}
+
+func (b *lostAnswers) set(mode string) {
+	b.mu.Lock()
+	b.mode = mode
+	b.mu.Unlock()
+}
+
+func (b *lostAnswers) write(do func() (uint64, error)) (uint64, error) {
+	b.mu.Lock()
+	mode := b.mode
+	b.writes++
+	b.mu.Unlock()
+	switch mode {
+	case "lost":
+		if _, err := do(); err != nil {
+			return 0, err
+		}
+		return 0, nats.ErrTimeout
+	case "unsent":
+		return 0, nats.ErrTimeout
+	}
+	return do()
+}
+
+func (b *lostAnswers) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	return b.write(func() (uint64, error) { return b.KeyValue.Create(ctx, key, value, opts...) })
+}
+
+func (b *lostAnswers) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	return b.write(func() (uint64, error) { return b.KeyValue.Update(ctx, key, value, rev) })
+}
+
+func newLossyStore(t *testing.T) (*Store, *lostAnswers) {
+	s, _ := newStore(t)
+	b := &lostAnswers{}
+	s.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { b.KeyValue = kv; return b }
+	return s, b
+}
+
+// TestLeaseWhoseAnswerWasLostIsHeld: a lease stored while its answer was
+// lost (a NATS node dying at that moment) is found by reading it back, so
+// the submission goes ahead now instead of its own input being held off
+// until the lease goes stale (the holder's deadline plus the hold, about 2
+// minutes with the defaults).
+func TestLeaseWhoseAnswerWasLostIsHeld(t *testing.T) {
+	s, b := newLossyStore(t)
+	const hold = time.Minute
+	b.set("lost")
+	l, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-1", hold)
+	if err != nil {
+		t.Fatalf("Acquire whose stored lease lost its answer: %v, want the lease", err)
+	}
+	if l.TookOver {
+		t.Error("a freshly created lease says TookOver")
+	}
+	b.set("")
+	// It is a real lease: it keeps another copy out, and its revision is
+	// right, so that Unanswered and Release work on it.
+	if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold); !isHeld(err) {
+		t.Fatalf("second Acquire: %v, want held", err)
+	}
+	if err := l.Release(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold); err != nil {
+		t.Fatalf("Acquire after the read-back lease was released: %v", err)
+	}
+}
+
+// TestUnstoredLeaseIsAFailure: a write that got no answer and was not
+// stored is reported as the failure it is, and holds nothing.
+func TestUnstoredLeaseIsAFailure(t *testing.T) {
+	s, b := newLossyStore(t)
+	b.set("unsent")
+	_, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-1", time.Minute)
+	if !errors.Is(err, nats.ErrTimeout) || isHeld(err) {
+		t.Fatalf("Acquire whose write was not stored: %v, want the timeout", err)
+	}
+	b.set("")
+	if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-1", time.Minute); err != nil {
+		t.Fatalf("Acquire after the failed one: %v", err)
+	}
+}
+
+// TestTakeoverWhoseAnswerWasLostIsHeld: the same for the compare-and-swap
+// that replaces a stale lease; the lease read back still says TookOver.
+func TestTakeoverWhoseAnswerWasLostIsHeld(t *testing.T) {
+	s, b := newLossyStore(t)
+	const hold = time.Second
+	if _, err := s.Acquire(withDeadline(t, time.Second), "1", "SF1", "input-1", hold); err != nil {
+		t.Fatal(err)
+	}
+	s.now = func() time.Time { return time.Now().Add(time.Minute) } // stale
+	b.set("lost")
+	l, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold)
+	if err != nil {
+		t.Fatalf("takeover whose answer was lost: %v, want the lease", err)
+	}
+	if !l.TookOver {
+		t.Error("a lease that replaced a stale one does not say TookOver")
+	}
+	b.set("")
+	if err := l.Unanswered(context.Background()); err != nil {
+		t.Fatalf("Unanswered on the read-back lease (wrong revision?): %v", err)
 	}
 }
