@@ -2,9 +2,11 @@ package pandapon
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"unicode/utf8"
 )
 
@@ -199,6 +201,17 @@ func (s *scanner) str() ([]byte, error) {
 	start := s.i
 	s.i++ // '"'
 	for s.i < len(s.b) {
+		// Skip ordinary bytes eight at a time: most of a body is strings.
+		for s.i+8 <= len(s.b) {
+			if m := stringSpecials(binary.LittleEndian.Uint64(s.b[s.i:])); m != 0 {
+				s.i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+			s.i += 8
+		}
+		if s.i >= len(s.b) {
+			break
+		}
 		c := s.b[s.i]
 		switch {
 		case c == '"':
@@ -232,6 +245,18 @@ func (s *scanner) str() ([]byte, error) {
 		}
 	}
 	return nil, s.fail("unexpected end of input in a string")
+}
+
+// stringSpecials flags, in the high bit of each byte of the result, the
+// bytes of w (eight bytes of a string, little-endian) that end a run of
+// ordinary string bytes: '"', '\\' and control characters (< 0x20). Each of
+// the three tests can also flag a byte above a flagged one (a borrow
+// carries upward), never below, so the lowest flag is always exact.
+func stringSpecials(w uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote := w ^ (ones * '"')
+	backslash := w ^ (ones * '\\')
+	return ((w-ones*0x20)&^w | (quote-ones)&^quote | (backslash-ones)&^backslash) & highs
 }
 
 func isHex(c byte) bool {

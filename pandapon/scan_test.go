@@ -2,7 +2,10 @@ package pandapon
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -73,5 +76,71 @@ func TestDecodeEnvelopeKeepsDataAsASubsliceOfTheBody(t *testing.T) {
 		if _, err := decodeEnvelope([]byte(bad)); err == nil {
 			t.Errorf("decodeEnvelope(%s) succeeded", bad)
 		}
+	}
+}
+
+// BenchmarkScanEnvelope: the scanner alone over the seed page's query
+// answer (most of its bytes are in strings).
+func BenchmarkScanEnvelope(b *testing.B) {
+	body := []byte(`{"requestId":null,"code":200,"developId":null,"msg":"成功","data":` + string(seedQueryData) + `}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, _, err := scanEnvelope(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestStringSpecialsFindsTheFirstSpecialByte: the word-at-a-time skip of
+// scanner.str stops exactly at the first '"', '\\' or control character,
+// whatever the bytes around it (multi-byte UTF-8, DEL, other specials).
+func TestStringSpecialsFindsTheFirstSpecialByte(t *testing.T) {
+	first := func(w [8]byte) int {
+		for i, c := range w {
+			if c == '"' || c == '\\' || c < 0x20 {
+				return i
+			}
+		}
+		return 8
+	}
+	check := func(w [8]byte) {
+		t.Helper()
+		got := 8
+		if m := stringSpecials(binary.LittleEndian.Uint64(w[:])); m != 0 {
+			got = bits.TrailingZeros64(m) >> 3
+		}
+		if want := first(w); got != want {
+			t.Fatalf("stringSpecials(% x): first special at %d, want %d", w, got, want)
+		}
+	}
+	fillers := []byte{0x20, 0x21, 'a', '#', ']', 0x5d, 0x7f, 0x80, 0xe6, 0xff}
+	specials := []byte{'"', '\\'}
+	for c := byte(0); c < 0x20; c++ {
+		specials = append(specials, c)
+	}
+	for _, f := range fillers {
+		for pos := 0; pos < 8; pos++ {
+			for _, sp := range specials {
+				var w [8]byte
+				for i := range w {
+					w[i] = f
+				}
+				w[pos] = sp
+				check(w)
+				for _, later := range specials { // a second special after the first
+					if pos < 7 {
+						w[7] = later
+						check(w)
+					}
+				}
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 200000 {
+		var w [8]byte
+		binary.LittleEndian.PutUint64(w[:], rng.Uint64())
+		check(w)
 	}
 }

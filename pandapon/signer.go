@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -86,15 +85,18 @@ func (u TimestampUnit) Parse(v string) (time.Time, error) {
 // plain concatenation without separators; body and query are not signed.
 // timestamp must be exactly the header value sent.
 func Sign(accessKey, timestamp, nonce, accessSecret string) string {
-	h := md5.New()
-	h.Write([]byte(accessKey))
-	h.Write([]byte(timestamp))
-	h.Write([]byte(nonce))
-	h.Write([]byte(accessSecret))
-	var sum [md5.Size]byte
+	// One buffer on the stack for the usual lengths (it grows for others),
+	// hashed at once, and hex digits written in upper case directly: one
+	// allocation, the result.
+	var buf [256]byte
+	msg := append(append(append(append(buf[:0], accessKey...), timestamp...), nonce...), accessSecret...)
+	sum := md5.Sum(msg)
+	const digits = "0123456789ABCDEF"
 	var out [2 * md5.Size]byte
-	hex.Encode(out[:], h.Sum(sum[:0]))
-	return strings.ToUpper(string(out[:]))
+	for i, b := range sum {
+		out[2*i], out[2*i+1] = digits[b>>4], digits[b&0x0f]
+	}
+	return string(out[:])
 }
 
 // NewNonce returns NonceLength random lower-case hex characters from
@@ -124,12 +126,16 @@ func (c Credentials) SignRequest(h http.Header, now time.Time) {
 	ts := c.TimestampUnit.Format(now)
 	nonce := NewNonce()
 	// Canonical keys computed once: http.Header.Set would canonicalise (and
-	// allocate) on every call.
-	h[canonAccessKey] = []string{c.AccessKey}
-	h[canonTimestamp] = []string{ts}
-	h[canonNonce] = []string{nonce}
-	h[canonUserID] = []string{c.UserID}
-	h[canonSignature] = []string{Sign(c.AccessKey, ts, nonce, string(c.AccessSecret))}
+	// allocate) on every call. The values share one backing array, each a
+	// full-capacity slice of it, so that an Add by a caller copies instead of
+	// overwriting a neighbour.
+	vals := [...]string{c.AccessKey, ts, nonce, c.UserID, Sign(c.AccessKey, ts, nonce, string(c.AccessSecret))}
+	all := vals[:] // escapes: one allocation for the five values
+	h[canonAccessKey] = all[0:1:1]
+	h[canonTimestamp] = all[1:2:2]
+	h[canonNonce] = all[2:3:3]
+	h[canonUserID] = all[3:4:4]
+	h[canonSignature] = all[4:5:5]
 }
 
 // Secret holds a credential that must never be printed: its String, GoString,
