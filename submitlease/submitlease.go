@@ -60,6 +60,8 @@ type Store struct {
 	beforeTakeover func()
 	// wrapKV, when set (by tests), wraps the bucket when it is bound.
 	wrapKV func(jetstream.KeyValue) jetstream.KeyValue
+	// readBackFor, when set (by tests), replaces ReadBackTimeout.
+	readBackFor time.Duration
 
 	mu sync.Mutex
 	kv jetstream.KeyValue
@@ -170,8 +172,8 @@ func (l *Lease) Release(ctx context.Context) error {
 // lease of the same parcel is not stale (see the package documentation),
 // and with the bucket's error when NATS cannot be asked within OpTimeout
 // (the caller should retry later, not submit). A write that got no answer
-// is read back (for up to ReadBackTimeout more): if it was stored, the
-// lease is this call's.
+// is read back (for up to ReadBackTimeout more, see readBack): if it was
+// stored, the lease is this call's.
 func (s *Store) Acquire(ctx context.Context, refundID, logisticsNo, holder string, hold time.Duration) (*Lease, error) {
 	until, ok := ctx.Deadline()
 	if !ok {
@@ -192,25 +194,31 @@ func (s *Store) Acquire(ctx context.Context, refundID, logisticsNo, holder strin
 	held := func(e entry, retryIn time.Duration) error {
 		return &HeldError{RefundID: refundID, LogisticsNo: logisticsNo, Holder: e.Holder, State: e.State, RetryIn: retryIn}
 	}
-	rev, err := kv.Create(ctx, key, value)
-	if err == nil {
-		return lease(rev), nil
-	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
-		if rev, ok := s.readBack(ctx, kv, key, attempt, err); ok {
-			return lease(rev), nil
+	// create takes the lease if the key is absent; held means it is not.
+	create := func() (l *Lease, held bool, err error) {
+		rev, err := kv.Create(ctx, key, value)
+		switch {
+		case err == nil:
+			return lease(rev), false, nil
+		case keyExists(err):
+			return nil, true, nil
 		}
-		return nil, s.failed(err)
+		if rev, ok := s.readBack(ctx, kv, key, attempt, 0, err); ok {
+			return lease(rev), false, nil
+		}
+		return nil, false, s.failed(err)
+	}
+	l, exists, err := create()
+	if !exists {
+		return l, err
 	}
 	cur, err := kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) { // released meanwhile: one more try
-		if rev, err = kv.Create(ctx, key, value); err == nil {
-			return lease(rev), nil
-		}
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		l, exists, err := create()
+		if exists {
 			return nil, held(entry{Holder: "(another)", State: stateSubmitting}, time.Second)
 		}
-		return nil, s.failed(err)
+		return l, err
 	}
 	if err != nil {
 		return nil, s.failed(err)
@@ -235,56 +243,92 @@ func (s *Store) Acquire(ctx context.Context, refundID, logisticsNo, holder strin
 	if s.beforeTakeover != nil {
 		s.beforeTakeover()
 	}
-	rev, err = kv.Update(ctx, key, value, cur.Revision())
+	rev, err := kv.Update(ctx, key, value, cur.Revision())
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return nil, held(entry{Holder: "(another)", State: stateSubmitting}, time.Second)
 	}
 	if err != nil {
 		var ok bool
-		if rev, ok = s.readBack(ctx, kv, key, attempt, err); !ok {
+		if rev, ok = s.readBack(ctx, kv, key, attempt, cur.Revision(), err); !ok {
 			return nil, s.failed(err)
 		}
 	}
-	l := lease(rev)
+	l = lease(rev)
 	l.TookOver = true
 	return l, nil
+}
+
+// keyExists reports whether a Create failed because the key is present.
+// nats.go maps the conflict to ErrKeyExists except on its path that
+// re-creates a deleted key, where a replicated bucket's code 10164 comes
+// back unmapped.
+func keyExists(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
+}
+
+// refused reports whether a write failed with the server's (or the
+// client's) certain refusal, so that it was not stored: an API error (the
+// server answers one only before storing), no responders (nobody received
+// it), an invalid key.
+func refused(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrInvalidKey) || errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// closedConn reports errors that no retry within ReadBackTimeout can clear.
+func closedConn(err error) bool {
+	return errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining)
 }
 
 // ReadBackTimeout bounds readBack's attempts to read an entry whose write
 // got no answer.
 const ReadBackTimeout = 5 * time.Second
 
-// readBack reads the lease after a write that failed with writeErr. A
-// write the server refused (an API error, no responders, no bucket) was
-// not stored, and ok is false at once. Any other failure (a timeout, a lost
-// connection, a leader change) may have stored the write and lost its
-// answer: if the entry is this attempt's, the lease is held and its
-// revision is returned; otherwise (another's entry, no entry, or no answer
-// within ReadBackTimeout) ok is false and the write counts as failed.
-// Without this, a lease whose answer was lost would hold off its own input,
-// like a holder that died while sending, until its deadline plus the hold.
-// The reads are not bound to ctx, whose deadline may be what failed the
-// write: a lease read back after it is then released by the caller's
-// failure handling, not left to go stale.
-func (s *Store) readBack(ctx context.Context, kv jetstream.KeyValue, key, attempt string, writeErr error) (rev uint64, ok bool) {
-	var apiErr *jetstream.APIError
-	if errors.As(writeErr, &apiErr) || errors.Is(writeErr, nats.ErrNoResponders) ||
-		errors.Is(writeErr, jetstream.ErrBucketNotFound) || errors.Is(writeErr, jetstream.ErrStreamNotFound) {
+// readBack reads the lease after a write that failed with writeErr; the
+// write was conditional on the key being at revision prev (0: absent). A
+// refused write (see refused) was not stored, and ok is false at once. Any
+// other failure (a timeout, a lost connection, a leader change) may have
+// stored the write and lost its answer, or the write may still be on its
+// way (a read can be answered by a replica that lags behind). So readBack
+// reads until it can tell: the entry carries this attempt's tag (ok, the
+// lease is held, its revision is returned), or the key has moved on from
+// prev to a state this write can no longer produce (another's entry, or
+// prev deleted) or ReadBackTimeout passes (ok false: the write counts as
+// failed). Without this, a lease whose answer was lost would hold off its
+// own input, like a holder that died while sending, until its deadline plus
+// the hold. The reads are not bound to ctx, whose deadline may be what
+// failed the write: a lease read back after it is then released by the
+// caller's failure handling, not left to go stale.
+func (s *Store) readBack(ctx context.Context, kv jetstream.KeyValue, key, attempt string, prev uint64, writeErr error) (rev uint64, ok bool) {
+	if refused(writeErr) || closedConn(writeErr) {
 		return 0, false
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ReadBackTimeout)
+	limit := ReadBackTimeout
+	if s.readBackFor > 0 {
+		limit = s.readBackFor
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 	defer cancel()
-	wait := 100 * time.Millisecond
+	wait := 50 * time.Millisecond
 	for {
 		cur, err := kv.Get(ctx, key)
-		if err == nil {
+		switch {
+		case err == nil:
 			var e entry
 			if json.Unmarshal(cur.Value(), &e) == nil && e.Attempt == attempt {
 				return cur.Revision(), true
 			}
-			return 0, false
-		}
-		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			if cur.Revision() != prev {
+				return 0, false // another's entry: this write can no longer land
+			}
+		case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
+			if prev != 0 {
+				return 0, false // prev was deleted: this write can no longer land
+			}
+		case closedConn(err) || errors.Is(err, jetstream.ErrInvalidKey):
 			return 0, false
 		}
 		select {
@@ -292,7 +336,7 @@ func (s *Store) readBack(ctx context.Context, kv jetstream.KeyValue, key, attemp
 			return 0, false
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, time.Second)
+		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
 
@@ -332,7 +376,7 @@ func (s *Store) bind(ctx context.Context) (jetstream.KeyValue, error) {
 // failed wraps a bucket error and forgets a bucket that no longer exists,
 // so that the next call binds the recreated one.
 func (s *Store) failed(err error) error {
-	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 		s.mu.Lock()
 		s.kv = nil
 		s.mu.Unlock()

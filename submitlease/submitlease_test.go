@@ -208,14 +208,23 @@ func TestOnlyOneReplicaTakesOverAStaleLease(t *testing.T) {
 	}
 }
 
-// lostAnswers is a bucket whose writes (Create, Update) can be made to
-// lose their answer: stored, then reported failed as a timeout would be;
-// or to fail without being stored.
+// lostAnswers is a bucket whose writes (Create, Update) fail in the ways
+// a write without an answer can, set by mode:
+//
+//   - "lost": stored, then reported failed (a timeout);
+//   - "lost at deadline": stored, then reported failed when the caller's
+//     context ends, with its error, as a real timeout is;
+//   - "late": reported failed at once, stored after the first read (a
+//     write still on its way while the writer reads);
+//   - "unsent": reported failed, never stored;
+//   - "refused": refused by the server (an API error), never stored.
 type lostAnswers struct {
 	jetstream.KeyValue
-	mu     sync.Mutex
-	mode   string // "": pass; "lost": stored, answer lost; "unsent": not stored
-	writes int
+	mu    sync.Mutex
+	mode  string
+	only  string // "Create" or "Update": the mode applies to that write alone
+	late  func() // the pending "late" write
+	reads int
 }
 
 func (b *lostAnswers) set(mode string) {
@@ -224,35 +233,62 @@ func (b *lostAnswers) set(mode string) {
 	b.mu.Unlock()
 }
 
-func (b *lostAnswers) write(do func() (uint64, error)) (uint64, error) {
+func (b *lostAnswers) write(ctx context.Context, op string, do func(context.Context) (uint64, error)) (uint64, error) {
 	b.mu.Lock()
 	mode := b.mode
-	b.writes++
+	if b.only != "" && b.only != op {
+		mode = ""
+	}
 	b.mu.Unlock()
 	switch mode {
-	case "lost":
-		if _, err := do(); err != nil {
+	case "lost", "lost at deadline":
+		if _, err := do(ctx); err != nil {
 			return 0, err
 		}
+		if mode == "lost" {
+			return 0, nats.ErrTimeout
+		}
+		<-ctx.Done()
+		return 0, ctx.Err()
+	case "late":
+		b.mu.Lock()
+		b.late = func() { _, _ = do(context.Background()) }
+		b.mu.Unlock()
 		return 0, nats.ErrTimeout
 	case "unsent":
 		return 0, nats.ErrTimeout
+	case "refused":
+		return 0, &jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "maximum messages exceeded"}
 	}
-	return do()
+	return do(ctx)
 }
 
 func (b *lostAnswers) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
-	return b.write(func() (uint64, error) { return b.KeyValue.Create(ctx, key, value, opts...) })
+	return b.write(ctx, "Create", func(ctx context.Context) (uint64, error) { return b.KeyValue.Create(ctx, key, value, opts...) })
 }
 
 func (b *lostAnswers) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
-	return b.write(func() (uint64, error) { return b.KeyValue.Update(ctx, key, value, rev) })
+	return b.write(ctx, "Update", func(ctx context.Context) (uint64, error) { return b.KeyValue.Update(ctx, key, value, rev) })
+}
+
+func (b *lostAnswers) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	e, err := b.KeyValue.Get(ctx, key)
+	b.mu.Lock()
+	b.reads++
+	late := b.late
+	b.late = nil
+	b.mu.Unlock()
+	if late != nil {
+		late()
+	}
+	return e, err
 }
 
 func newLossyStore(t *testing.T) (*Store, *lostAnswers) {
 	s, _ := newStore(t)
 	b := &lostAnswers{}
 	s.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { b.KeyValue = kv; return b }
+	s.readBackFor = 2 * time.Second
 	return s, b
 }
 
@@ -260,34 +296,58 @@ func newLossyStore(t *testing.T) (*Store, *lostAnswers) {
 // lost (a NATS node dying at that moment) is found by reading it back, so
 // the submission goes ahead now instead of its own input being held off
 // until the lease goes stale (the holder's deadline plus the hold, about 2
-// minutes with the defaults).
+// minutes with the defaults). So is one still on its way when the first
+// read comes back, and one whose failure was the caller's deadline.
 func TestLeaseWhoseAnswerWasLostIsHeld(t *testing.T) {
+	for _, mode := range []string{"lost", "late", "lost at deadline"} {
+		t.Run(mode, func(t *testing.T) {
+			s, b := newLossyStore(t)
+			const hold = time.Minute
+			deadline := time.Minute
+			if mode == "lost at deadline" {
+				deadline = 300 * time.Millisecond
+			}
+			b.set(mode)
+			l, err := s.Acquire(withDeadline(t, deadline), "1", "SF1", "input-1", hold)
+			if err != nil {
+				t.Fatalf("Acquire whose stored lease lost its answer: %v, want the lease", err)
+			}
+			if l.TookOver {
+				t.Error("a freshly created lease says TookOver")
+			}
+			b.set("")
+			// It is a real lease: it keeps another copy out, and its
+			// revision is right, so that Release works on it.
+			if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold); !isHeld(err) {
+				t.Fatalf("second Acquire: %v, want held", err)
+			}
+			if err := l.Release(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold); err != nil {
+				t.Fatalf("Acquire after the read-back lease was released: %v", err)
+			}
+		})
+	}
+}
+
+// TestLostWriteDoesNotClaimAnothersLease: reading back after a failed
+// write finds another holder's entry; that is not this attempt's lease.
+func TestLostWriteDoesNotClaimAnothersLease(t *testing.T) {
 	s, b := newLossyStore(t)
-	const hold = time.Minute
-	b.set("lost")
-	l, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-1", hold)
-	if err != nil {
-		t.Fatalf("Acquire whose stored lease lost its answer: %v, want the lease", err)
-	}
-	if l.TookOver {
-		t.Error("a freshly created lease says TookOver")
-	}
-	b.set("")
-	// It is a real lease: it keeps another copy out, and its revision is
-	// right, so that Unanswered and Release work on it.
-	if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold); !isHeld(err) {
-		t.Fatalf("second Acquire: %v, want held", err)
-	}
-	if err := l.Release(context.Background()); err != nil {
+	other := New(s.js, s.bucket) // another replica, whose writes work
+	if _, err := other.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold); err != nil {
-		t.Fatalf("Acquire after the read-back lease was released: %v", err)
+	b.set("unsent") // as if the Create had not been answered
+	if l, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", time.Minute); err == nil {
+		t.Fatalf("Acquire over another's lease after an unanswered write: got a lease (%+v), want an error", l)
 	}
 }
 
 // TestUnstoredLeaseIsAFailure: a write that got no answer and was not
-// stored is reported as the failure it is, and holds nothing.
+// stored is reported as the failure it is (after the read-back), and holds
+// nothing.
 func TestUnstoredLeaseIsAFailure(t *testing.T) {
 	s, b := newLossyStore(t)
 	b.set("unsent")
@@ -301,25 +361,73 @@ func TestUnstoredLeaseIsAFailure(t *testing.T) {
 	}
 }
 
+// TestRefusedWriteIsNotReadBack: the server's refusal means nothing was
+// stored; Acquire fails at once, without reading back.
+func TestRefusedWriteIsNotReadBack(t *testing.T) {
+	s, b := newLossyStore(t)
+	b.set("refused")
+	_, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-1", time.Minute)
+	if _, ok := errors.AsType[*jetstream.APIError](err); !ok {
+		t.Fatalf("Acquire whose write was refused: %v, want the API error", err)
+	}
+	if b.reads != 0 {
+		t.Errorf("%d reads after a refused write, want none", b.reads)
+	}
+}
+
 // TestTakeoverWhoseAnswerWasLostIsHeld: the same for the compare-and-swap
 // that replaces a stale lease; the lease read back still says TookOver.
 func TestTakeoverWhoseAnswerWasLostIsHeld(t *testing.T) {
-	s, b := newLossyStore(t)
-	const hold = time.Second
-	if _, err := s.Acquire(withDeadline(t, time.Second), "1", "SF1", "input-1", hold); err != nil {
-		t.Fatal(err)
+	for _, mode := range []string{"lost", "late"} {
+		t.Run(mode, func(t *testing.T) {
+			s, b := newLossyStore(t)
+			const hold = time.Second
+			if _, err := s.Acquire(withDeadline(t, time.Second), "1", "SF1", "input-1", hold); err != nil {
+				t.Fatal(err)
+			}
+			s.now = func() time.Time { return time.Now().Add(time.Minute) } // stale
+			b.only = "Update"
+			b.set(mode)
+			l, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold)
+			if err != nil {
+				t.Fatalf("takeover whose answer was lost: %v, want the lease", err)
+			}
+			if !l.TookOver {
+				t.Error("a lease that replaced a stale one does not say TookOver")
+			}
+			b.set("")
+			if err := l.Unanswered(context.Background()); err != nil {
+				t.Fatalf("Unanswered on the read-back lease (wrong revision?): %v", err)
+			}
+		})
 	}
-	s.now = func() time.Time { return time.Now().Add(time.Minute) } // stale
-	b.set("lost")
-	l, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold)
-	if err != nil {
-		t.Fatalf("takeover whose answer was lost: %v, want the lease", err)
+}
+
+// TestWriteErrorsAreSortedByWhatTheyProve: a key conflict is a held lease
+// whichever code the bucket's replication gives it; a refusal proves the
+// write was not stored; a timeout proves nothing.
+func TestWriteErrorsAreSortedByWhatTheyProve(t *testing.T) {
+	wrongLast := func(code jetstream.ErrorCode) error {
+		return fmt.Errorf("nats: %w", &jetstream.APIError{Code: 400, ErrorCode: code, Description: "wrong last sequence: 7"})
 	}
-	if !l.TookOver {
-		t.Error("a lease that replaced a stale one does not say TookOver")
-	}
-	b.set("")
-	if err := l.Unanswered(context.Background()); err != nil {
-		t.Fatalf("Unanswered on the read-back lease (wrong revision?): %v", err)
+	for _, c := range []struct {
+		name            string
+		err             error
+		exists, refused bool
+	}{
+		{"key exists", jetstream.ErrKeyExists, true, true},
+		{"wrong last sequence (R1)", wrongLast(jetstream.JSErrCodeStreamWrongLastSequence), true, true},
+		{"wrong last sequence (R3)", wrongLast(jetstream.JSErrCodeStreamWrongLastSequenceConstant), true, true},
+		{"no stream response", jetstream.ErrNoStreamResponse, false, true},
+		{"no responders", nats.ErrNoResponders, false, true},
+		{"timeout", nats.ErrTimeout, false, false},
+		{"deadline", context.DeadlineExceeded, false, false},
+	} {
+		if got := keyExists(c.err); got != c.exists {
+			t.Errorf("%s: keyExists = %v, want %v", c.name, got, c.exists)
+		}
+		if got := refused(c.err); got != c.refused {
+			t.Errorf("%s: refused = %v, want %v", c.name, got, c.refused)
+		}
 	}
 }
