@@ -15,6 +15,7 @@ import (
 
 	"github.com/pandabridge/pandabridge/events"
 	"github.com/pandabridge/pandabridge/gcfloor"
+	"github.com/pandabridge/pandabridge/internal/natsconn"
 	"github.com/pandabridge/pandabridge/internal/redact"
 	"github.com/pandabridge/pandabridge/pandapon"
 )
@@ -119,6 +120,8 @@ func (c *Config) Validate(dev bool) error {
 	if !dev {
 		if strings.TrimSpace(c.NATSURL) == "" {
 			bad("NATS_URL is required (e.g. nats://nats:4222), or run with -dev")
+		} else if err := natsconn.CheckURLs(c.NATSURL); err != nil {
+			bad("NATS_URL %v (want nats://host:4222, comma-separated for a cluster)", err)
 		}
 		if c.PandaPonAccessKey == "" {
 			bad("PANDAPON_ACCESS_KEY is required, or run with -dev")
@@ -140,7 +143,7 @@ func (c *Config) Validate(dev bool) error {
 			bad("PANDAPON_ACCESS_SECRET or PANDAPON_ACCESS_SECRET_FILE is required, or run with -dev")
 		}
 		if u, err := url.Parse(c.PandaPonBaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad("PANDAPON_BASE_URL=%q: want https://host[:port]", c.PandaPonBaseURL)
+			bad("PANDAPON_BASE_URL=%q: want https://host[:port]", redact.URLs(c.PandaPonBaseURL))
 		}
 	}
 	if c.NATSCreds != "" {

@@ -39,6 +39,7 @@ import (
 	"github.com/pandabridge/pandabridge/events"
 	"github.com/pandabridge/pandabridge/gcfloor"
 	"github.com/pandabridge/pandabridge/handlers"
+	"github.com/pandabridge/pandabridge/internal/natsconn"
 	"github.com/pandabridge/pandabridge/internal/redact"
 	"github.com/pandabridge/pandabridge/pandapon"
 	"github.com/pandabridge/pandabridge/pipeline"
@@ -281,6 +282,7 @@ func connect(cfg Config, log *slog.Logger) (*nats.Conn, error) {
 			log.Info("reconnected to NATS", "url", redact.URLs(nc.ConnectedUrl()))
 		}),
 	}
+	opts = append(opts, natsconn.LogFailedAttempts(log, cfg.NATSURL)...)
 	if cfg.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
 	}

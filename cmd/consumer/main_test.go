@@ -166,6 +166,8 @@ func TestConfigErrorsNameTheVariableAndHideTheSecret(t *testing.T) {
 		{"ack wait unit", with("PANDABRIDGE_ACK_WAIT=30"), `PANDABRIDGE_ACK_WAIT="30": not a valid duration`},
 		{"log level", with("PANDABRIDGE_LOG_LEVEL=loud"), `PANDABRIDGE_LOG_LEVEL="loud"`},
 		{"base url", with("PANDAPON_BASE_URL=api.pandapon.com"), `PANDAPON_BASE_URL="api.pandapon.com"`},
+		{"NATS URL scheme", with("NATS_URL=foo://bar"), `NATS_URL "foo://bar": scheme "foo" is not nats, tls, ws or wss`},
+		{"NATS URL empty entry", with("NATS_URL=nats://a:4222,,nats://b:4222"), `NATS_URL "nats://a:4222,,nats://b:4222": the list has an empty entry`},
 		{"heap floor unit", with("PANDABRIDGE_GC_HEAP_FLOOR=64MB"), `PANDABRIDGE_GC_HEAP_FLOOR="64MB": not a valid size`},
 	}
 	for _, tc := range tests {
@@ -189,19 +191,26 @@ func TestConfigErrorsNameTheVariableAndHideTheSecret(t *testing.T) {
 	}
 }
 
-func TestNATSPasswordIsNotShownWhenTheURLIsBad(t *testing.T) {
-	cmd := exec.Command(bin.consumer)
-	cmd.Env = baseEnv("NATS_URL=nats://alice:natspw-secret@127.0.0.1:42x22", "PANDAPON_ACCESS_KEY=k", "PANDAPON_ACCESS_SECRET=s",
-		"PANDABRIDGE_HTTP_ADDR=127.0.0.1:0")
-	out, _ := cmd.CombinedOutput()
-	if code := cmd.ProcessState.ExitCode(); code != 1 {
-		t.Errorf("exit %d, want 1; output:\n%s", code, out)
-	}
-	if strings.Contains(string(out), "natspw-secret") {
-		t.Errorf("the NATS password appears in the output:\n%s", out)
-	}
-	if !strings.Contains(string(out), "invalid port") {
-		t.Errorf("the output does not say what is wrong with NATS_URL:\n%s", out)
+// TestURLPasswordsAreNotShownWhenAURLIsBad: a URL refused at start is named
+// with what is wrong with it, and without its password.
+func TestURLPasswordsAreNotShownWhenAURLIsBad(t *testing.T) {
+	for _, c := range []struct{ env, password, want string }{
+		{"NATS_URL=nats://alice:natspw-secret@127.0.0.1:42x22", "natspw-secret", `invalid port ":42x22" after host`},
+		{"PANDAPON_BASE_URL=ftp://bob:pwleak123@host", "pwleak123", `PANDAPON_BASE_URL="ftp://bob:[REDACTED]@host": want https://host[:port]`},
+	} {
+		cmd := exec.Command(bin.consumer)
+		cmd.Env = baseEnv("NATS_URL=nats://127.0.0.1:4222", "PANDAPON_ACCESS_KEY=k", "PANDAPON_ACCESS_SECRET=s",
+			"PANDABRIDGE_HTTP_ADDR=127.0.0.1:0", c.env)
+		out, _ := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != 2 {
+			t.Errorf("%s: exit %d, want 2 (a configuration error); output:\n%s", c.env, code, out)
+		}
+		if strings.Contains(string(out), c.password) {
+			t.Errorf("%s: the password appears in the output:\n%s", c.env, out)
+		}
+		if !strings.Contains(string(out), c.want) {
+			t.Errorf("%s: the output does not say %q:\n%s", c.env, c.want, out)
+		}
 	}
 }
 

@@ -56,3 +56,27 @@ func TestNATSTokenIsNotLogged(t *testing.T) {
 		t.Errorf("the log shows the NATS token or no redacted URL:\n%s", out)
 	}
 }
+
+// TestUnreachableNATSIsLogged: while NATS cannot be reached at start, the
+// consumer says so, naming the servers (token hidden), instead of retrying
+// in silence.
+func TestUnreachableNATSIsLogged(t *testing.T) {
+	const token = "natstoken-must-not-leak"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	logs := &testkit.SyncBuffer{}
+	nc, err := connect(Config{NATSURL: "nats://" + token + "@" + addr}, slog.New(slog.NewJSONHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	testkit.Eventually(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "cannot connect to NATS") }, "the failed attempt to be logged")
+	out := logs.String()
+	if strings.Contains(out, token) || !strings.Contains(out, `"url":"nats://[REDACTED]@`+addr+`"`) || !strings.Contains(out, `"attempts":1`) {
+		t.Errorf("the log line does not name the servers, or shows the token:\n%s", out)
+	}
+}

@@ -29,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pandabridge/pandabridge/events"
+	"github.com/pandabridge/pandabridge/internal/natsconn"
 	"github.com/pandabridge/pandabridge/internal/redact"
 	"github.com/pandabridge/pandabridge/topology"
 )
@@ -45,8 +46,8 @@ type Config struct {
 
 func (c Config) validate() error {
 	var errs []error
-	if strings.TrimSpace(c.NATSURL) == "" {
-		errs = append(errs, errors.New("NATS_URL is empty"))
+	if err := natsconn.CheckURLs(c.NATSURL); err != nil {
+		errs = append(errs, fmt.Errorf("NATS_URL %w (want nats://host:4222, comma-separated for a cluster)", err))
 	}
 	if c.NATSCreds != "" {
 		if _, err := os.Stat(c.NATSCreds); err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/pandabridge/pandabridge/callbacks"
 	"github.com/pandabridge/pandabridge/delivery"
 	"github.com/pandabridge/pandabridge/ingest"
+	"github.com/pandabridge/pandabridge/internal/natsconn"
 	"github.com/pandabridge/pandabridge/internal/redact"
 	"github.com/pandabridge/pandabridge/telemetry"
 	"github.com/pandabridge/pandabridge/topology"
@@ -372,6 +373,7 @@ func (c *cli) dialServe(log *slog.Logger) (*nats.Conn, error) {
 			log.Info("reconnected to NATS", "url", redact.URLs(nc.ConnectedUrl()))
 		}),
 	}
+	opts = append(opts, natsconn.LogFailedAttempts(log, c.cfg.NATSURL)...)
 	if c.cfg.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(c.cfg.NATSCreds))
 	}

@@ -21,6 +21,10 @@ func URLs(list string) string {
 	parts := strings.Split(list, ",")
 	for i, p := range parts {
 		p = strings.TrimSpace(p)
+		if p == "" {
+			parts[i] = ""
+			continue
+		}
 		noScheme := !strings.Contains(p, "://")
 		if noScheme {
 			p = "nats://" + p

@@ -16,6 +16,7 @@ func TestURLs(t *testing.T) {
 		"s3cret-token@nats":                "[REDACTED]@nats",
 		"127.0.0.1:4222, tok@n2:4222":      "127.0.0.1:4222,[REDACTED]@n2:4222",
 		"https://user:pw@api.pandapon.com": "https://user:[REDACTED]@api.pandapon.com",
+		"nats://a:4222,,tok@b":             "nats://a:4222,,[REDACTED]@b",
 	} {
 		if got := URLs(in); got != want {
 			t.Errorf("URLs(%q) = %q, want %q", in, got, want)
