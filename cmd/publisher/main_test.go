@@ -460,6 +460,7 @@ func TestConfigurationErrors(t *testing.T) {
 		{"timeout negative", "PANDABRIDGE_PUBLISH_TIMEOUT", "-1s"},
 		{"timeout zero", "PANDABRIDGE_PUBLISH_TIMEOUT", "0s"},
 		{"blank NATS_URL", "NATS_URL", " "},
+		{"NATS_URL scheme", "NATS_URL", "http://127.0.0.1:4222"},
 		{"blank source", "PANDABRIDGE_SOURCE", " "},
 		{"missing creds file", "NATS_CREDS", "/nonexistent/pandabridge.creds"},
 	} {
@@ -704,6 +705,16 @@ func TestSendDryRun(t *testing.T) {
 	r = runCLI(t, valid, "send", "--dry-run")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "2 valid, 0 invalid") {
 		t.Errorf("valid on stdin: want exit 0\n%s", r)
+	}
+	// The flag may follow FILE, as the README writes "send [FILE|-] [--dry-run]".
+	for _, args := range [][]string{{"send", validPath, "--dry-run"}, {"send", "-", "--dry-run"}} {
+		stdin := ""
+		if args[1] == "-" {
+			stdin = valid
+		}
+		if r := runCLI(t, stdin, args...); r.code != 0 || !strings.HasPrefix(r.stdout, "2 valid, 0 invalid") {
+			t.Errorf("%q: want exit 0, \"2 valid, 0 invalid\"\n%s", args, r)
+		}
 	}
 	if streamExists(t, js, "PANDAPON_INPUT") {
 		t.Errorf("a dry run published: %d messages", len(streamMsgs(t, js, "PANDAPON_INPUT")))

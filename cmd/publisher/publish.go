@@ -155,15 +155,17 @@ func (c *cli) send(ctx context.Context, args []string) int {
 			"any line failed. The event id is kept, so sending a file twice is de-duplicated by JetStream\n"+
 			"within the stream's duplicate window.")
 	dryRun := fs.Bool("dry-run", false, "validate every line, publish nothing")
-	if code, ok := parseFlags(fs, args); !ok {
+	files, code, ok := parseArgs(fs, args) // flags before or after FILE
+	if !ok {
 		return code
 	}
-	if fs.NArg() > 1 {
-		return c.usageError(fs, "one FILE at most, got %d", fs.NArg())
+	if len(files) > 1 {
+		return c.usageError(fs, "one FILE at most, got %d: %q", len(files), files)
 	}
 	var r io.Reader = c.stdin
 	name := "stdin"
-	if f := fs.Arg(0); f != "" && f != "-" {
+	if len(files) == 1 && files[0] != "-" {
+		f := files[0]
 		file, err := os.Open(f)
 		if err != nil {
 			fmt.Fprintf(c.stderr, "publisher send: %v\n", err)
