@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -94,6 +95,15 @@ func Start(o Options) (*Server, error) {
 }
 
 func startWith(opts *server.Options, logs bool, logger server.Logger) (*server.Server, error) {
+	if opts.Port > 0 {
+		// The server reports a port it cannot bind only in its log; say so
+		// at once, with the cause, rather than after the 10 s wait below.
+		l, err := net.Listen("tcp", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
+		if err != nil {
+			return nil, fmt.Errorf("embeddednats: cannot listen on %s:%d: %w", opts.Host, opts.Port, err)
+		}
+		l.Close()
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embeddednats: %w", err)

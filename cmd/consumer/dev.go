@@ -15,6 +15,10 @@ import (
 // built with -tags nodev, as production images are (dev_nodev.go).
 const devModeBuilt = true
 
+// defaultPublisherNATSURL is the publisher's default NATS_URL: the dev mode's
+// hints add NATS_URL when its embedded server listens elsewhere.
+const defaultPublisherNATSURL = "nats://127.0.0.1:4222"
+
 // errNoDevMode is returned only by nodev builds.
 var errNoDevMode error
 
@@ -40,8 +44,12 @@ func startDev(cfg *Config, dev devOptions, log *slog.Logger) (func(), error) {
 		"nats_url", ns.URL, "jetstream_store", ns.StoreDir, "sandbox_url", sb.URL,
 		"seed_refunds", "110002687818 110000303674 110000300003",
 		"generated_refunds", fmt.Sprintf("%s..%s", sandbox.GeneratedRefundID(0), sandbox.GeneratedRefundID(max(dev.generated-1, 0))))
-	log.Info("DEV MODE: try it", "lookup", "go run ./cmd/publisher lookup --refund-id 110002687818",
-		"watch", "go run ./cmd/publisher watch")
+	publisher := "go run ./cmd/publisher"
+	if ns.URL != defaultPublisherNATSURL { // the publisher's default NATS_URL
+		publisher = "NATS_URL=" + ns.URL + " " + publisher
+	}
+	log.Info("DEV MODE: try it", "lookup", publisher+" lookup --refund-id 110002687818",
+		"watch", publisher+" watch")
 	return func() {
 		_ = sb.Close()
 		ns.Shutdown()

@@ -392,6 +392,8 @@ func TestDevModeQuickStart(t *testing.T) {
 	port := freePort(t)
 	dev := startProcess(t, baseEnv("PANDABRIDGE_HTTP_ADDR=127.0.0.1:0"), bin.consumer, "-dev", "-dev-nats-port", fmt.Sprint(port))
 	dev.waitLine(`DEV MODE`)
+	// The hint names the port when it is not the publisher's default.
+	dev.waitLine(fmt.Sprintf(`DEV MODE: try it" lookup="NATS_URL=nats://127\.0\.0\.1:%d go run \./cmd/publisher lookup --refund-id 110002687818"`, port))
 	dev.waitLine(`msg=consuming`)
 	natsURL := fmt.Sprintf("NATS_URL=nats://127.0.0.1:%d", port)
 
@@ -416,6 +418,26 @@ func TestDevModeQuickStart(t *testing.T) {
 	dev.waitLine(`refund\.updated: refund 110002687818 is 100 \(refund succeeded\)`)
 	if code := dev.stop(os.Interrupt); code != 0 {
 		t.Errorf("exit code %d after SIGINT, want 0", code)
+	}
+}
+
+// TestDevModeSaysTheNATSPortIsTaken: the embedded server's port in use
+// stops the dev mode with the cause.
+func TestDevModeSaysTheNATSPortIsTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	cmd := exec.Command(bin.consumer, "-dev", "-dev-nats-port", fmt.Sprint(port))
+	cmd.Env = baseEnv("PANDABRIDGE_HTTP_ADDR=127.0.0.1:0")
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("exit %d, want 1; output:\n%s", code, out)
+	}
+	if want := fmt.Sprintf("cannot listen on 127.0.0.1:%d", port); !strings.Contains(string(out), want) || !strings.Contains(string(out), "address already in use") {
+		t.Errorf("the output does not say %q with the cause:\n%s", want, out)
 	}
 }
 
