@@ -634,10 +634,12 @@ func (p *Pipeline) cancelRunning() {
 
 // eventAttrs identify the input on every log line about it.
 func (p *Pipeline) eventAttrs(j *job) []slog.Attr {
-	id := j.msg.Headers().Get(events.HeaderPrefix + "id")
-	refund := ""
+	var id, refund string
 	if j.invalid == nil {
 		id, refund = j.in.Event.ID(), j.in.RefundID()
+	} else { // whatever can be read of it, for the operator
+		seen := events.Identify(j.msg.Headers(), j.msg.Data())
+		id, refund = seen.ID, seen.RefundID
 	}
 	return []slog.Attr{slog.String("event_id", id), slog.String("event_type", j.typ), slog.String("refund_id", refund),
 		slog.Int("delivery", p.deliveries(j))}

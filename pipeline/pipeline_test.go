@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -878,4 +879,31 @@ func TestRecreatedStreamIsConsumedFromItsStart(t *testing.T) {
 	e.publish(in)
 	e.outputFor(in.ID())
 	e.settled()
+}
+
+// TestDeadLetteredInputsAreLoggedWithWhatCanBeReadOfThem: the log line of
+// an input that failed validation names its event id and refund id when
+// they can be read, in binary and structured mode alike, as "publisher dlq
+// list" does.
+func TestDeadLetteredInputsAreLoggedWithWhatCanBeReadOfThem(t *testing.T) {
+	logs := &testkit.SyncBuffer{}
+	e := start(t, func(c *pipeline.Config, _ *sandbox.Options, _ *pandapon.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	})
+	binary := nats.NewMsg("pandapon.return.shipped")
+	binary.Header = nats.Header{"ce-specversion": {"1.0"}, "ce-id": {"bin-5"}, "ce-source": {"erp"}, "ce-type": {"return.shipped"}}
+	binary.Data = []byte(`{"refundId":"110000303674","logisticsCompanyCode":"SF","buyerPhone":"1"}`) // no logisticsNo
+	structured := nats.NewMsg("pandapon.refund.lookup.requested")
+	structured.Header = nats.Header{"Content-Type": {"application/cloudevents+json"}}
+	structured.Data = []byte(`{"specversion":"1.0","id":"st-1","source":"erp","type":"refund.lookup.requested","data":{"refundId":110002687818.5}}`)
+	testkit.PublishMsg(t, e.js, binary)
+	testkit.PublishMsg(t, e.js, structured)
+	e.dlq.WaitN(t, 2, 10*time.Second)
+	testkit.Eventually(t, 10*time.Second, func() bool { return strings.Count(logs.String(), `"outcome":"dead_lettered"`) == 2 }, "two dead_lettered log lines")
+	for _, want := range []string{`"event_id":"bin-5","event_type":"return.shipped","refund_id":"110000303674"`,
+		`"event_id":"st-1","event_type":"refund.lookup.requested","refund_id":"110002687818.5"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no log line with %s:\n%s", want, logs.String())
+		}
+	}
 }

@@ -217,44 +217,9 @@ func (c *cli) describe(m *jetstream.RawStreamMsg) deadLetter {
 	d.deliveries = headerValue(h, pipeline.HeaderDLQDeliveries)
 	d.inputSeq = headerValue(h, pipeline.HeaderDLQStreamSeq)
 	d.webhookTarget = headerValue(h, delivery.HeaderWebhookTarget)
-	d.typ = headerValue(h, events.HeaderPrefix+"type")
-	d.id = headerValue(h, events.HeaderPrefix+"id")
-	d.source = headerValue(h, events.HeaderPrefix+"source")
-	d.refund = headerValue(h, events.HeaderPrefix+"subject")
-	data := m.Data
-	if ct := strings.ToLower(headerValue(h, events.HeaderContentType)); strings.HasPrefix(ct, events.ContentTypeStructured) {
-		var ev map[string]json.RawMessage
-		if json.Unmarshal(m.Data, &ev) != nil {
-			return d
-		}
-		for k, dst := range map[string]*string{"type": &d.typ, "id": &d.id, "source": &d.source, "subject": &d.refund} {
-			if *dst == "" {
-				*dst = jsonScalar(ev[k])
-			}
-		}
-		data = ev["data"]
-	}
-	if d.refund == "" && len(data) > 0 {
-		var obj map[string]json.RawMessage
-		if json.Unmarshal(data, &obj) == nil {
-			d.refund = jsonScalar(obj["refundId"])
-		}
-	}
+	id := events.Identify(h, m.Data)
+	d.typ, d.id, d.source, d.refund = id.Type, id.ID, id.Source, id.RefundID
 	return d
-}
-
-// jsonScalar returns a JSON string's value or a JSON number's text; "" for
-// anything else.
-func jsonScalar(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	var n json.Number
-	if json.Unmarshal(raw, &n) == nil {
-		return n.String()
-	}
-	return ""
 }
 
 // headerValue is h.Get(key), but case-insensitive: a dead letter keeps the
