@@ -118,8 +118,9 @@ type Config struct {
 	// before it is dead-lettered (default 5).
 	MaxDeliveries int
 	// BackoffMin and BackoffMax bound the redelivery delay after a
-	// transient failure: BackoffMin × 2^(delivery-1), jittered, capped
-	// (defaults 1 s and 5 min).
+	// transient failure: a ceiling of BackoffMin × 2^(delivery-1), capped
+	// at BackoffMax, and a delay drawn uniformly between half the ceiling
+	// and the ceiling (defaults 1 s and 5 min).
 	BackoffMin, BackoffMax time.Duration
 	// HandlerTimeout bounds one handling, PandaPon retries included
 	// (default 1 min).

@@ -381,7 +381,7 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want []string // in stderr
 	}{
-		{"lookup without refund id", []string{"lookup"}, []string{"--refund-id"}},
+		{"lookup without refund id", []string{"lookup"}, []string{"--refund-id is required"}},
 		{"lookup refund id abc", []string{"lookup", "--refund-id", "abc"}, []string{"--refund-id", `"abc"`}},
 		{"lookup refund id negative", []string{"lookup", "--refund-id", "-5"}, []string{"--refund-id"}},
 		{"lookup refund id fraction", []string{"lookup", "--refund-id", "1.5"}, []string{"--refund-id"}},
@@ -389,7 +389,7 @@ func TestUsageErrors(t *testing.T) {
 		{"lookup unknown flag", []string{"lookup", "--refund", "1"}, []string{"-refund"}},
 		{"return-shipped without refund id", rs("--refund-id"), []string{"--refund-id"}},
 		{"return-shipped refund id abc", rs("", "--refund-id", "abc"), []string{"--refund-id"}},
-		{"return-shipped without company", rs("--company"), []string{"--company"}},
+		{"return-shipped without company", rs("--company"), []string{"--company is required"}},
 		{"return-shipped empty company", rs("", "--company", ""), []string{"--company"}},
 		{"return-shipped without tracking no", rs("--tracking-no"), []string{"--tracking-no"}},
 		{"return-shipped without buyer phone", rs("--buyer-phone"), []string{"--buyer-phone"}},

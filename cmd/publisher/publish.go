@@ -61,6 +61,9 @@ func (c *cli) lookup(ctx context.Context, args []string) int {
 	if fs.NArg() > 0 {
 		return c.usageError(fs, "unexpected argument %q", fs.Arg(0))
 	}
+	if missing := unset(fs, "refund-id"); missing != "" {
+		return c.usageError(fs, "%s is required", missing)
+	}
 	data, _ := json.Marshal(map[string]string{"refundId": *refundID})
 	return c.publishNew(ctx, fs, *source, events.TypeRefundLookupRequested, data)
 }
@@ -80,6 +83,9 @@ func (c *cli) returnShipped(ctx context.Context, args []string) int {
 	if fs.NArg() > 0 {
 		return c.usageError(fs, "unexpected argument %q", fs.Arg(0))
 	}
+	if missing := unset(fs, "refund-id", "company", "tracking-no", "buyer-phone"); missing != "" {
+		return c.usageError(fs, "%s is required", missing)
+	}
 	body := map[string]any{
 		"refundId": *refundID, "logisticsCompanyCode": *company, "logisticsNo": *trackingNo,
 		"buyerPhone": *phone, "returnGoodsDesc": nil,
@@ -91,6 +97,20 @@ func (c *cli) returnShipped(ctx context.Context, args []string) int {
 	}
 	data, _ := json.Marshal(body)
 	return c.publishNew(ctx, fs, *source, events.TypeReturnShipped, data)
+}
+
+// unset returns the first of the required flags names that was not given
+// on the command line, as "--name"; "" when all were. (A flag given with an
+// empty value is left to the event's validation, which names it too.)
+func unset(fs *flag.FlagSet, names ...string) string {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, n := range names {
+		if !given[n] {
+			return "--" + n
+		}
+	}
+	return ""
 }
 
 // flagForField maps a data field to the flag that sets it, for errors.
