@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"reflect"
 	"regexp"
 	"strings"
@@ -69,5 +70,19 @@ func TestPrintConfigRedactsSecrets(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("-print-config lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestDevPrintConfigSaysWhatDevReplaces: -dev -print-config prints the
+// environment's values, and says which of them -dev replaces.
+func TestDevPrintConfigSaysWhatDevReplaces(t *testing.T) {
+	cmd := exec.Command(bin.consumer, "-dev", "-print-config")
+	cmd.Env = baseEnv()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("consumer -dev -print-config: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "# -dev replaces NATS_URL,") {
+		t.Errorf("-dev -print-config does not say what -dev replaces:\n%s", out)
 	}
 }

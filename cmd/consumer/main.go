@@ -107,6 +107,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *printConfig {
 		cfg.Print(stdout)
+		if dev.enabled {
+			fmt.Fprintln(stdout, "# -dev replaces NATS_URL, NATS_CREDS, PANDAPON_BASE_URL, PANDAPON_ACCESS_KEY, PANDAPON_ACCESS_SECRET and"+
+				" PANDAPON_TIMESTAMP_UNIT above with its embedded NATS server and sandbox, whose addresses it logs at start")
+		}
 		return 0
 	}
 	log := newLogger(stderr, cfg)
