@@ -15,6 +15,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pandabridge/pandabridge/events"
 )
@@ -204,7 +205,7 @@ func (c *cli) send(ctx context.Context, args []string) int {
 	structured := nats.Header{events.HeaderContentType: {events.ContentTypeStructured}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), maxLine)
-	var lineNo, published, valid, failed int
+	var lineNo, published, duplicates, valid, failed int
 	for sc.Scan() {
 		lineNo++
 		line := strings.TrimSpace(sc.Text())
@@ -231,8 +232,9 @@ func (c *cli) send(ctx context.Context, args []string) int {
 			continue
 		}
 		msg, err := events.EncodeNATS(c.topo.Subjects.Of(e.Type()), in.Event)
+		var ack *jetstream.PubAck
 		if err == nil {
-			_, err = c.publish(ctx, msg)
+			ack, err = c.publish(ctx, msg)
 		}
 		if err != nil {
 			fmt.Fprintf(c.stderr, "%s:%d: not published: %v\n", name, lineNo, err)
@@ -240,6 +242,9 @@ func (c *cli) send(ctx context.Context, args []string) int {
 			continue
 		}
 		published++
+		if ack.Duplicate {
+			duplicates++
+		}
 	}
 	if err := sc.Err(); err != nil {
 		fmt.Fprintf(c.stderr, "%s:%d: reading stopped: %v (the rest was not published)\n", name, lineNo+1, err)
@@ -248,7 +253,11 @@ func (c *cli) send(ctx context.Context, args []string) int {
 	if *dryRun {
 		fmt.Fprintf(c.stdout, "%d valid, %d invalid (dry run: nothing published)\n", valid, failed)
 	} else {
-		fmt.Fprintf(c.stdout, "%d published, %d failed\n", published, failed)
+		dup := ""
+		if duplicates > 0 {
+			dup = fmt.Sprintf(" (%d already stored: the stream kept the earlier copy)", duplicates)
+		}
+		fmt.Fprintf(c.stdout, "%d published%s, %d failed\n", published, dup, failed)
 	}
 	if failed > 0 {
 		return 1
