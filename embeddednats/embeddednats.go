@@ -4,6 +4,7 @@
 package embeddednats
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -98,9 +99,14 @@ func startWith(opts *server.Options, logs bool, logger server.Logger) (*server.S
 	if opts.Port > 0 {
 		// The server reports a port it cannot bind only in its log; say so
 		// at once, with the cause, rather than after the 10 s wait below.
-		l, err := net.Listen("tcp", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
+		addr := net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port))
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("embeddednats: cannot listen on %s:%d: %w", opts.Host, opts.Port, err)
+			var oe *net.OpError
+			if errors.As(err, &oe) {
+				err = oe.Err // the bare cause: the address is in the message already
+			}
+			return nil, fmt.Errorf("embeddednats: cannot listen on %s: %w", addr, err)
 		}
 		l.Close()
 	}

@@ -277,16 +277,8 @@ func connect(cfg Config, log *slog.Logger) (*nats.Conn, error) {
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil { // nil: our own Close at shutdown
-				log.Warn("disconnected from NATS", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("reconnected to NATS", "url", redact.URLs(nc.ConnectedUrl()))
-		}),
 	}
-	opts = append(opts, natsconn.LogFailedAttempts(log, cfg.NATSURL)...)
+	opts = append(opts, natsconn.Logging(log, cfg.NATSURL)...)
 	if cfg.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
 	}

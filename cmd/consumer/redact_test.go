@@ -52,7 +52,7 @@ func TestNATSTokenIsNotLogged(t *testing.T) {
 	s = startNATS(port)
 	defer s.Shutdown()
 	testkit.Eventually(t, 15*time.Second, func() bool { return strings.Contains(logs.String(), "reconnected to NATS") }, "the reconnect log line")
-	if out := logs.String(); strings.Contains(out, token) || !strings.Contains(out, `"url":"nats://[REDACTED]@127.0.0.1:`) {
+	if out := logs.String(); strings.Contains(out, token) || !strings.Contains(out, `"url":"nats://127.0.0.1:`) {
 		t.Errorf("the log shows the NATS token or no redacted URL:\n%s", out)
 	}
 }
@@ -76,7 +76,7 @@ func TestUnreachableNATSIsLogged(t *testing.T) {
 	defer nc.Close()
 	testkit.Eventually(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "cannot connect to NATS") }, "the failed attempt to be logged")
 	out := logs.String()
-	if strings.Contains(out, token) || !strings.Contains(out, `"url":"nats://[REDACTED]@`+addr+`"`) || !strings.Contains(out, `"attempts":1`) {
+	if strings.Contains(out, token) || !strings.Contains(out, `"url":"nats://`+addr+`"`) || !strings.Contains(out, `"attempts":1`) {
 		t.Errorf("the log line does not name the servers, or shows the token:\n%s", out)
 	}
 }

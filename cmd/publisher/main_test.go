@@ -460,7 +460,7 @@ func TestConfigurationErrors(t *testing.T) {
 		{"timeout negative", "PANDABRIDGE_PUBLISH_TIMEOUT", "-1s"},
 		{"timeout zero", "PANDABRIDGE_PUBLISH_TIMEOUT", "0s"},
 		{"blank NATS_URL", "NATS_URL", " "},
-		{"NATS_URL scheme", "NATS_URL", "http://127.0.0.1:4222"},
+		{"NATS_URL token with an unencoded slash", "NATS_URL", "nats://tok/en@127.0.0.1:4222"},
 		{"blank source", "PANDABRIDGE_SOURCE", " "},
 		{"missing creds file", "NATS_CREDS", "/nonexistent/pandabridge.creds"},
 	} {

@@ -24,7 +24,6 @@ import (
 	"github.com/pandabridge/pandabridge/delivery"
 	"github.com/pandabridge/pandabridge/ingest"
 	"github.com/pandabridge/pandabridge/internal/natsconn"
-	"github.com/pandabridge/pandabridge/internal/redact"
 	"github.com/pandabridge/pandabridge/telemetry"
 	"github.com/pandabridge/pandabridge/topology"
 	"github.com/pandabridge/pandabridge/webhooks"
@@ -364,16 +363,8 @@ func (c *cli) dialServe(log *slog.Logger) (*nats.Conn, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.ReconnectBufSize(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("disconnected from NATS", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("reconnected to NATS", "url", redact.URLs(nc.ConnectedUrl()))
-		}),
 	}
-	opts = append(opts, natsconn.LogFailedAttempts(log, c.cfg.NATSURL)...)
+	opts = append(opts, natsconn.Logging(log, c.cfg.NATSURL)...)
 	if c.cfg.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(c.cfg.NATSCreds))
 	}

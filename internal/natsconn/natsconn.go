@@ -1,12 +1,10 @@
 // Package natsconn holds what the consumer and the publisher do alike
-// around connecting to NATS: checking NATS_URL before it is used, so that a
-// mistyped one stops the program with a message naming it instead of
-// leaving nats.go retrying a server that cannot exist, and logging the
-// attempts that fail while it retries one that is down.
+// around connecting to NATS: checking NATS_URL before it is used, and
+// logging the connection's life (failed attempts, disconnections,
+// reconnections) without ever showing a credential.
 package natsconn
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -14,61 +12,80 @@ import (
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
-
-	"github.com/pandabridge/pandabridge/internal/redact"
 )
 
-// CheckURLs reports the first part of the comma-separated server list that
-// nats.go could never connect to: an empty part, a part that does not
-// parse, a scheme other than nats, tls, ws or wss, or no host. A part
-// without a scheme is read as nats.go reads it, as if it began with
-// nats://. The error shows the part with its credentials hidden
-// (redact.URLs).
+// CheckURLs reports what in the comma-separated server list nats.go could
+// not use or this program could not print safely: a list with no server, an
+// entry that does not parse as a URL, or an entry with an "@" after its
+// host, which is a password or token holding an unencoded '/', '?' or '#'
+// (url.Parse would take the credential for a path, so it could be shown).
+// Like nats.go, it skips empty entries, reads an entry without a scheme as
+// nats://..., and leaves schemes and hosts to the dialler (nats.go dials
+// any scheme but ws, wss and tls as plain TCP, and an empty host as
+// localhost). Its errors never show an entry's user information.
 func CheckURLs(list string) error {
-	if strings.TrimSpace(list) == "" {
-		return fmt.Errorf("is empty")
-	}
-	for _, part := range strings.Split(list, ",") {
+	n := 0
+	for i, part := range strings.Split(list, ",") {
 		part = strings.TrimSpace(part)
 		if part == "" {
-			return fmt.Errorf("%q: the list has an empty entry", redact.URLs(list))
+			continue
 		}
-		full := part
-		if !strings.Contains(part, "://") {
-			full = "nats://" + part
-		}
-		u, err := url.Parse(full)
+		n++
+		u, err := parse(part)
 		if err != nil {
-			// The *url.Error quotes the whole URL; its cause names only the
-			// faulty piece (a port, an escape), never the user information.
-			var ue *url.Error
-			if errors.As(err, &ue) {
-				err = ue.Err
-			}
-			return fmt.Errorf("%q is not a URL: %v", redact.URLs(part), err)
+			return fmt.Errorf("entry %d does not parse as a URL (percent-encode a '/', '?', '#', '%%' or '@' in a password or token)", i+1)
 		}
-		switch u.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return fmt.Errorf("%q: scheme %q is not nats, tls, ws or wss", redact.URLs(part), u.Scheme)
+		if atAfterHost(u) {
+			return fmt.Errorf("entry %d has an '@' after its host: percent-encode the '/', '?' or '#' in its password or token", i+1)
 		}
-		if u.Hostname() == "" {
-			return fmt.Errorf("%q has no host", redact.URLs(part))
-		}
+	}
+	if n == 0 {
+		return fmt.Errorf("is empty")
 	}
 	return nil
 }
 
-// LogFailedAttempts returns the options that log, at warning level, the
-// first failed attempt to connect to the servers of urls (credentials
-// hidden) and every 30th after it (the count starts again when the first
-// connection is made; later outages also log nats.go's disconnection): with
+// parse reads one entry as nats.go does: without a scheme, as nats://.
+func parse(part string) (*url.URL, error) {
+	if !strings.Contains(part, "://") {
+		part = "nats://" + part
+	}
+	return url.Parse(part)
+}
+
+// atAfterHost reports an '@' after the host: the rest of a credential with
+// an unencoded '/', '?' or '#', which url.Parse took for the host and path.
+func atAfterHost(u *url.URL) bool {
+	return strings.Contains(u.Path+u.RawQuery+u.Fragment, "@")
+}
+
+// Servers returns the entries of the list as scheme://host[:port], without
+// user information, path or anything else: what a log line may show.
+// Entries CheckURLs refuses are left out.
+func Servers(list string) string {
+	var out []string
+	for _, part := range strings.Split(list, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		if u, err := parse(part); err == nil && !atAfterHost(u) {
+			out = append(out, u.Scheme+"://"+u.Host)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// Logging returns the options that log the connection to the servers of
+// urls: a failed attempt to connect (warning, the first one and every 30th
+// after it, counted from the last time connected: with
 // nats.RetryOnFailedConnect and a reconnect wait of a second, nats.go
 // retries silently otherwise, and an unreachable or mistyped NATS_URL would
-// show nowhere.
-func LogFailedAttempts(log *slog.Logger, urls string) []nats.Option {
+// show nowhere), a lost connection (warning) and a reconnection (info).
+// Servers are shown as Servers shows them. They replace any connect,
+// disconnect, reconnect or reconnect-error handler set before them.
+func Logging(log *slog.Logger, urls string) []nats.Option {
 	var failed atomic.Int64
-	shown := redact.URLs(urls)
+	shown := Servers(urls)
 	return []nats.Option{
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			if n := failed.Add(1); n == 1 || n%30 == 0 {
@@ -76,5 +93,14 @@ func LogFailedAttempts(log *slog.Logger, urls string) []nats.Option {
 			}
 		}),
 		nats.ConnectHandler(func(*nats.Conn) { failed.Store(0) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: our own Close at shutdown
+				log.Warn("disconnected from NATS", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			failed.Store(0)
+			log.Info("reconnected to NATS", "url", Servers(nc.ConnectedUrl()))
+		}),
 	}
 }

@@ -13,7 +13,9 @@ import (
 // A part without a scheme is read as nats.go reads it, as if it began with
 // nats:// (so "tok@host" is a token too), and printed without one. A part
 // that does not parse is shown as [UNPARSABLE URL], since it may hold a
-// credential. Surrounding spaces of each part are dropped.
+// credential, and so is one with an '@' after its host (a credential with
+// an unencoded '/', '?' or '#', which url.Parse reads as a path) as
+// [REDACTED URL]. Surrounding spaces of each part are dropped.
 func URLs(list string) string {
 	if list == "" {
 		return ""
@@ -32,6 +34,12 @@ func URLs(list string) string {
 		u, err := url.Parse(p)
 		if err != nil {
 			parts[i] = "[UNPARSABLE URL]"
+			continue
+		}
+		if strings.Contains(u.Path+u.RawQuery+u.Fragment, "@") {
+			// A credential with an unencoded '/', '?' or '#' parses as a
+			// path, query or fragment: none of it may be shown.
+			parts[i] = "[REDACTED URL]"
 			continue
 		}
 		if u.User != nil {

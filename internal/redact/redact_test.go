@@ -17,6 +17,9 @@ func TestURLs(t *testing.T) {
 		"127.0.0.1:4222, tok@n2:4222":      "127.0.0.1:4222,[REDACTED]@n2:4222",
 		"https://user:pw@api.pandapon.com": "https://user:[REDACTED]@api.pandapon.com",
 		"nats://a:4222,,tok@b":             "nats://a:4222,,[REDACTED]@b",
+		"nats://tok/en-secret@n1:4222":     "[REDACTED URL]",
+		"nats://app:4711/abc@nats:4222":    "[REDACTED URL]",
+		"nats://a:b@n1/x?y=@z":             "[REDACTED URL]",
 	} {
 		if got := URLs(in); got != want {
 			t.Errorf("URLs(%q) = %q, want %q", in, got, want)
