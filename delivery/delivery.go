@@ -222,6 +222,11 @@ func New(nc *nats.Conn, cfg Config) (*Deliverer, error) {
 			return nil, fmt.Errorf("target %q: secretFile: no secret loaded", t.Name)
 		}
 		d.workers = append(d.workers, newWorker(d, t))
+		// At 0 from the start, so that the first dead letter of a target
+		// raises the increase()-based alert.
+		for _, reason := range []string{"horizon", "gone", "invalid"} {
+			cfg.Metrics.DeadLettered.WithLabelValues(t.Name, reason)
+		}
 	}
 	return d, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pandabridge/pandabridge/delivery"
 	"github.com/pandabridge/pandabridge/events"
@@ -711,4 +712,38 @@ func TestDeletedDurableIsRecreated(t *testing.T) {
 	}, "the durable to be recreated")
 	second := e.publish("7002", 0, 20)
 	testkit.Eventually(t, 10*time.Second, func() bool { return r.deliveredIDs()[second] == 1 }, "an event published after the recreation")
+}
+
+// TestDeadLetterSeriesExistPerTargetFromTheStart: the webhook dead-letter
+// alert uses increase(), so each target's series are exported at 0 before
+// its first dead letter.
+func TestDeadLetterSeriesExistPerTargetFromTheStart(t *testing.T) {
+	ns := testkit.NATS(t)
+	nc, _ := testkit.Connect(t, ns.URL)
+	reg := prometheus.NewRegistry()
+	r := newReceiver(t)
+	if _, err := delivery.New(nc, delivery.Config{Targets: []delivery.Target{target(t, "erp", r)}, Metrics: delivery.NewMetrics(reg)}); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range families {
+		if f.GetName() != "pandabridge_webhook_dead_lettered_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := ""
+			for _, l := range m.GetLabel() {
+				labels += l.GetName() + "=" + l.GetValue() + " "
+			}
+			got = append(got, labels)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"reason=gone target=erp ", "reason=horizon target=erp ", "reason=invalid target=erp "}; !slices.Equal(got, want) {
+		t.Errorf("webhook dead-letter series at start: %q, want %q", got, want)
+	}
 }

@@ -61,6 +61,18 @@ type BreakerConfig struct {
 	HalfOpenRequests    uint32        // default 1
 }
 
+// CircuitState returns the circuit breaker's state: "closed", "half-open"
+// or "open" ("" when the breaker is disabled). Asking moves an open breaker
+// whose OpenTimeout has passed to half-open, reported to the Observer like
+// any change: otherwise only the next call would, and an idle client's
+// breaker would look open long after it stopped being.
+func (c *Client) CircuitState() string {
+	if c.breaker == nil {
+		return ""
+	}
+	return c.breaker.State().String()
+}
+
 func newBreaker(cfg BreakerConfig, obs Observer) *gobreaker.CircuitBreaker[*Response] {
 	if cfg.ConsecutiveFailures == 0 {
 		return nil

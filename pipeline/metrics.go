@@ -1,7 +1,11 @@
 package pipeline
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pandabridge/pandabridge/events"
 )
 
 // Metrics are the pipeline's Prometheus collectors. Labels are low
@@ -24,8 +28,15 @@ type Metrics struct {
 	// InFlight is the number of inputs received and not yet settled.
 	InFlight prometheus.Gauge
 	// ConsumerPending and ConsumerAckPending mirror the durable consumer's
-	// num_pending and num_ack_pending, polled.
+	// num_pending and num_ack_pending, polled; they keep their last value
+	// while the consumer cannot be asked (see Ready).
 	ConsumerPending, ConsumerAckPending prometheus.Gauge
+	// Ready is 1 while the pipeline using these metrics is ready (the
+	// /readyz condition: connected to NATS, streams and durable consumer in
+	// place), else 0; read at scrape time.
+	Ready prometheus.GaugeFunc
+
+	ready atomic.Pointer[func() bool] // set by New
 }
 
 // NewMetrics creates the collectors and registers them with reg (when
@@ -66,8 +77,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Messages delivered and not yet acknowledged, across all replicas (num_ack_pending).",
 		}),
 	}
+	m.Ready = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pandabridge_ready",
+		Help: "1 while the consumer is ready (/readyz 200: connected to NATS, streams and durable consumer in place), else 0.",
+	}, func() float64 {
+		if f := m.ready.Load(); f != nil && (*f)() {
+			return 1
+		}
+		return 0
+	})
+	// The dead-letter series exist at 0 from the start: increase() over a
+	// series that appears at 1 is 0, so the first dead letter of a kind
+	// would raise no alert.
+	for _, typ := range []string{events.TypeRefundLookupRequested, events.TypeReturnShipped, "unknown"} {
+		m.DeadLettered.WithLabelValues(typ, "invalid")
+		m.DeadLetterFailed.WithLabelValues(typ)
+		if typ != "unknown" { // an unknown type is invalid at once
+			m.DeadLettered.WithLabelValues(typ, "max_deliveries")
+		}
+	}
 	if reg != nil {
-		reg.MustRegister(m.Consumed, m.Published, m.DeadLettered, m.DeadLetterFailed, m.HandleSeconds, m.InFlight, m.ConsumerPending, m.ConsumerAckPending)
+		reg.MustRegister(m.Consumed, m.Published, m.DeadLettered, m.DeadLetterFailed, m.HandleSeconds, m.InFlight, m.ConsumerPending, m.ConsumerAckPending, m.Ready)
 	}
 	return m
 }

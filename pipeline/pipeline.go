@@ -233,7 +233,7 @@ func New(nc *nats.Conn, h Handler, cfg Config) (*Pipeline, error) {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
 	_, noopTracing := cfg.TracerProvider.(noop.TracerProvider)
-	return &Pipeline{
+	p := &Pipeline{
 		cfg: cfg, nc: nc, js: js, handler: h, log: cfg.Logger, m: cfg.Metrics,
 		tracer:   cfg.TracerProvider.Tracer("github.com/pandabridge/pandabridge/pipeline"),
 		tracing:  !noopTracing,
@@ -243,7 +243,10 @@ func New(nc *nats.Conn, h Handler, cfg Config) (*Pipeline, error) {
 		keys:     map[string][]*job{},
 		inflight: map[*job]struct{}{},
 		cancels:  map[*job]context.CancelCauseFunc{},
-	}, nil
+	}
+	ready := p.Ready
+	cfg.Metrics.ready.Store(&ready)
+	return p, nil
 }
 
 // publishTimeout bounds the wait for a PubAck, and a dead letter's publish.

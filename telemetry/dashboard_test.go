@@ -91,7 +91,8 @@ func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"PandabridgeConsumerLagGrowing", "PandabridgeDeadLetters", "PandabridgeDeadLettersNotStored", "PandabridgePandaPonCircuitOpen", "PandabridgePandaPonErrorRate"} {
+	for _, want := range []string{"PandabridgeConsumerLagGrowing", "PandabridgeNotReady", "PandabridgeConsumerStalled", "PandabridgeDeadLetters",
+		"PandabridgeDeadLettersNotStored", "PandabridgePandaPonCircuitOpen", "PandabridgePandaPonErrorRate"} {
 		if !strings.Contains(string(alerts), "alert: "+want) {
 			t.Errorf("alerts.yaml lacks %s", want)
 		}

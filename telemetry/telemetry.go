@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +37,31 @@ type PandaPonMetrics struct {
 	LimiterWait  prometheus.Histogram
 	CircuitState prometheus.Gauge
 	CircuitTrips *prometheus.CounterVec
+
+	circuit *circuitCollector
+}
+
+// circuitCollector collects the circuit-state gauge after running refresh
+// (see RefreshCircuitWith).
+type circuitCollector struct {
+	prometheus.Gauge
+	refresh atomic.Pointer[func()]
+}
+
+func (c *circuitCollector) Collect(ch chan<- prometheus.Metric) {
+	if f := c.refresh.Load(); f != nil {
+		(*f)()
+	}
+	c.Gauge.Collect(ch)
+}
+
+// RefreshCircuitWith makes every scrape call refresh before reading the
+// circuit state, typically func() { client.CircuitState() }: the breaker
+// moves from open to half-open only when asked, so a client that makes no
+// call would keep the gauge at open, and its alert firing, after PandaPon
+// has recovered.
+func (m *PandaPonMetrics) RefreshCircuitWith(refresh func()) {
+	m.circuit.refresh.Store(&refresh)
 }
 
 // NewPandaPonMetrics creates and registers the collectors.
@@ -68,7 +94,8 @@ func NewPandaPonMetrics(reg prometheus.Registerer) *PandaPonMetrics {
 			Help: "Circuit breaker state changes, by the state entered.",
 		}, []string{"to"}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.Retries, m.LimiterWait, m.CircuitState, m.CircuitTrips)
+	m.circuit = &circuitCollector{Gauge: m.CircuitState}
+	reg.MustRegister(m.Requests, m.Duration, m.Retries, m.LimiterWait, m.circuit, m.CircuitTrips)
 	return m
 }
 

@@ -197,6 +197,7 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 	if err != nil {
 		return err
 	}
+	ppMetrics.RefreshCircuitWith(func() { client.CircuitState() })
 
 	nc, err := connect(cfg, log)
 	if err != nil {

@@ -414,6 +414,7 @@ func runInProcess(ctx context.Context, cfg roleConfig) error {
 	if err != nil {
 		return err
 	}
+	ppMetrics.RefreshCircuitWith(func() { client.CircuitState() })
 	nc, err := nats.Connect(cfg.natsURL,
 		nats.Name("pandabridge-consumer"),
 		nats.RetryOnFailedConnect(true),
