@@ -83,8 +83,14 @@ const (
 	DefaultBackoffMax     = 5 * time.Minute
 	DefaultHandlerTimeout = time.Minute
 	DefaultDrainTimeout   = 20 * time.Second
-	// defaultMaxAckPending is JetStream's own default.
-	defaultMaxAckPending = 1000
+	// minMaxAckPending is the least MaxAckPending of the durable consumer.
+	// An input waiting for a delayed redelivery (after a transient failure)
+	// holds one of these server-side slots until its delay ends: after a
+	// PandaPon outage, more waiting inputs than MaxAckPending would keep
+	// new ones from being delivered although every replica is idle. (It
+	// was JetStream's default, 1000, until the operator trial of
+	// 2026-12-07 showed that.) The server's cost per slot is small.
+	minMaxAckPending = 10000
 )
 
 // Handler is what the pipeline runs for each valid input.
@@ -102,7 +108,7 @@ type Config struct {
 	// refund (default 2 × Concurrency: enough to keep every worker busy
 	// while some refunds wait, without holding more memory and ack waits).
 	// The durable consumer's MaxAckPending, shared by all replicas, is set
-	// to max(1000, 4 × (MaxInFlight + MaxQueued)).
+	// to max(10000, 4 × (MaxInFlight + MaxQueued)).
 	MaxInFlight int
 	// MaxQueued caps inputs waiting behind an earlier input of the same
 	// refund that do not count against MaxInFlight (default
@@ -360,7 +366,7 @@ func (p *Pipeline) ensure(ctx context.Context, startSeq uint64) (jetstream.Consu
 		MaxDeliver: -1,
 		// Each process bounds what it holds (MaxInFlight); the server-wide
 		// cap only has to leave room for every replica's share.
-		MaxAckPending: max(defaultMaxAckPending, 4*(p.cfg.MaxInFlight+p.cfg.MaxQueued)),
+		MaxAckPending: max(minMaxAckPending, 4*(p.cfg.MaxInFlight+p.cfg.MaxQueued)),
 		StartSeq:      startSeq,
 	})
 }

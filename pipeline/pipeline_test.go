@@ -599,6 +599,12 @@ func TestOpenCircuitTurnsAnOutageIntoDelayedRedelivery(t *testing.T) {
 		info := testkit.ConsumerInfo(t, e.js, e.topo)
 		return info.NumRedelivered >= n
 	}, "every input redelivered during the outage")
+	// Inputs waiting for their redelivery hold server-side slots: there are
+	// enough of them for a large outage's worth of inputs to leave room for
+	// new ones (it was JetStream's default, 1000).
+	if got := testkit.ConsumerInfo(t, e.js, e.topo).Config.MaxAckPending; got < 10000 {
+		t.Errorf("the durable consumer's MaxAckPending is %d, want at least 10000", got)
+	}
 	outage := e.sb.Stats().FaultsInjected[sandbox.FaultServerError]
 	// Without the breaker every delivery of every input would reach PandaPon.
 	if outage >= 2*n {
