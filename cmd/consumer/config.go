@@ -11,10 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
-
 	"github.com/pandabridge/pandabridge/events"
 	"github.com/pandabridge/pandabridge/gcfloor"
+	"github.com/pandabridge/pandabridge/internal/envconf"
 	"github.com/pandabridge/pandabridge/internal/natsconn"
 	"github.com/pandabridge/pandabridge/internal/redact"
 	"github.com/pandabridge/pandabridge/pandapon"
@@ -85,30 +84,8 @@ type Config struct {
 // (never a secret's value).
 func loadConfig() (Config, error) {
 	var c Config
-	if err := envconfig.Process("", &c); err != nil {
-		var pe *envconfig.ParseError
-		if errors.As(err, &pe) {
-			return c, fmt.Errorf("%s=%q: not a valid %s", pe.KeyName, pe.Value, describeType(pe.TypeName))
-		}
-		return c, err
-	}
-	return c, nil
-}
-
-func describeType(t string) string {
-	switch t {
-	case "int":
-		return "integer"
-	case "uint32":
-		return "non-negative integer"
-	case "float64":
-		return "number"
-	case "Duration", "time.Duration":
-		return `duration (e.g. "30s", "5m")`
-	case "gcfloor.Size":
-		return `size (e.g. "64MiB", "0")`
-	}
-	return t
+	err := envconf.Process(&c)
+	return c, err
 }
 
 // Validate checks every value and, unless dev, that the required ones are

@@ -24,11 +24,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pandabridge/pandabridge/events"
+	"github.com/pandabridge/pandabridge/internal/envconf"
 	"github.com/pandabridge/pandabridge/internal/natsconn"
 	"github.com/pandabridge/pandabridge/internal/redact"
 	"github.com/pandabridge/pandabridge/topology"
@@ -104,11 +104,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return 0
 	}
 	var cfg Config
-	if err := envconfig.Process("", &cfg); err != nil {
-		var pe *envconfig.ParseError
-		if errors.As(err, &pe) {
-			err = fmt.Errorf("%s=%q: not a valid %s", pe.KeyName, pe.Value, pe.TypeName)
-		}
+	if err := envconf.Process(&cfg); err != nil {
 		fmt.Fprintf(stderr, "publisher: configuration: %v\n", err)
 		return 2
 	}

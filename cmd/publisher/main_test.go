@@ -450,6 +450,17 @@ func TestHelp(t *testing.T) {
 	}
 }
 
+// TestDurationErrorSaysWhatADurationIs: the publisher words a bad duration
+// as the consumer does.
+func TestDurationErrorSaysWhatADurationIs(t *testing.T) {
+	cleanEnv(t)
+	t.Setenv("PANDABRIDGE_PUBLISH_TIMEOUT", "30")
+	r := runCLI(t, "", "send", "--dry-run")
+	if want := `PANDABRIDGE_PUBLISH_TIMEOUT="30": not a valid duration (e.g. "30s", "5m")`; r.code != 2 || !strings.Contains(r.stderr, want) {
+		t.Errorf("want exit 2 saying %s\n%s", want, r)
+	}
+}
+
 func TestConfigurationErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, key, value string

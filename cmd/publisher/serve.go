@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +22,7 @@ import (
 	"github.com/pandabridge/pandabridge/callbacks"
 	"github.com/pandabridge/pandabridge/delivery"
 	"github.com/pandabridge/pandabridge/ingest"
+	"github.com/pandabridge/pandabridge/internal/envconf"
 	"github.com/pandabridge/pandabridge/internal/natsconn"
 	"github.com/pandabridge/pandabridge/telemetry"
 	"github.com/pandabridge/pandabridge/topology"
@@ -181,11 +181,7 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 		return c.usageError(fs, "unexpected argument %q", fs.Arg(0))
 	}
 	var sc ServeConfig
-	if err := envconfig.Process("", &sc); err != nil {
-		var pe *envconfig.ParseError
-		if errors.As(err, &pe) {
-			err = fmt.Errorf("%s=%q: not a valid %s", pe.KeyName, pe.Value, pe.TypeName)
-		}
+	if err := envconf.Process(&sc); err != nil {
 		fmt.Fprintf(c.stderr, "publisher serve: configuration: %v\n", err)
 		return 2
 	}
