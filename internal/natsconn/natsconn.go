@@ -5,13 +5,15 @@
 package natsconn
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"strings"
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/pandabridge/pandabridge/internal/redact"
 )
 
 // CheckURLs reports what in the comma-separated server list nats.go could
@@ -31,32 +33,17 @@ func CheckURLs(list string) error {
 			continue
 		}
 		n++
-		u, err := parse(part)
-		if err != nil {
-			return fmt.Errorf("entry %d does not parse as a URL (percent-encode a '/', '?', '#', '%%' or '@' in a password or token)", i+1)
-		}
-		if atAfterHost(u) {
+		switch _, err := redact.Entry(part); {
+		case errors.Is(err, redact.ErrUnencodedCredential):
 			return fmt.Errorf("entry %d has an '@' after its host: percent-encode the '/', '?' or '#' in its password or token", i+1)
+		case err != nil: // not shown: url.Parse's error quotes the entry
+			return fmt.Errorf("entry %d does not parse as a URL (percent-encode a '/', '?', '#', '%%' or '@' in a password or token)", i+1)
 		}
 	}
 	if n == 0 {
 		return fmt.Errorf("is empty")
 	}
 	return nil
-}
-
-// parse reads one entry as nats.go does: without a scheme, as nats://.
-func parse(part string) (*url.URL, error) {
-	if !strings.Contains(part, "://") {
-		part = "nats://" + part
-	}
-	return url.Parse(part)
-}
-
-// atAfterHost reports an '@' after the host: the rest of a credential with
-// an unencoded '/', '?' or '#', which url.Parse took for the host and path.
-func atAfterHost(u *url.URL) bool {
-	return strings.Contains(u.Path+u.RawQuery+u.Fragment, "@")
 }
 
 // Servers returns the entries of the list as scheme://host[:port], without
@@ -68,7 +55,7 @@ func Servers(list string) string {
 		if part = strings.TrimSpace(part); part == "" {
 			continue
 		}
-		if u, err := parse(part); err == nil && !atAfterHost(u) {
+		if u, err := redact.Entry(part); err == nil {
 			out = append(out, u.Scheme+"://"+u.Host)
 		}
 	}

@@ -2,9 +2,33 @@
 package redact
 
 import (
+	"errors"
 	"net/url"
 	"strings"
 )
+
+// ErrUnencodedCredential is Entry's error for an entry with an '@' after its
+// host: a password or token holding an unencoded '/', '?' or '#', which
+// url.Parse reads as a path, query or fragment.
+var ErrUnencodedCredential = errors.New("an '@' after the host: a credential with an unencoded '/', '?' or '#'")
+
+// Entry reads one entry of a comma-separated URL list as nats.go reads it:
+// without a scheme, as if it began with nats://. It fails with url.Parse's
+// error, or with ErrUnencodedCredential. Errors must not be printed whole:
+// url.Parse's quote the entry.
+func Entry(part string) (*url.URL, error) {
+	if !strings.Contains(part, "://") {
+		part = "nats://" + part
+	}
+	u, err := url.Parse(part)
+	if err != nil {
+		return nil, err
+	}
+	if strings.Contains(u.Path+u.RawQuery+u.Fragment, "@") {
+		return nil, ErrUnencodedCredential
+	}
+	return u, nil
+}
 
 // URLs returns the comma-separated URL list with every credential
 // hidden: the password of user:password@ becomes [REDACTED], and a lone
@@ -28,18 +52,13 @@ func URLs(list string) string {
 			continue
 		}
 		noScheme := !strings.Contains(p, "://")
-		if noScheme {
-			p = "nats://" + p
-		}
-		u, err := url.Parse(p)
-		if err != nil {
-			parts[i] = "[UNPARSABLE URL]"
-			continue
-		}
-		if strings.Contains(u.Path+u.RawQuery+u.Fragment, "@") {
-			// A credential with an unencoded '/', '?' or '#' parses as a
-			// path, query or fragment: none of it may be shown.
+		u, err := Entry(p)
+		switch {
+		case errors.Is(err, ErrUnencodedCredential): // none of it may be shown
 			parts[i] = "[REDACTED URL]"
+			continue
+		case err != nil:
+			parts[i] = "[UNPARSABLE URL]"
 			continue
 		}
 		if u.User != nil {
