@@ -236,11 +236,11 @@ func decodeBinary(h nats.Header, data []byte) (event.Event, error) {
 			if verr := requiredAttr("source", v); verr != nil {
 				return event.Event{}, verr
 			}
-			u := types.ParseURIRef(v)
-			if u == nil {
+			u, ok := inputSources.parse(v)
+			if !ok {
 				return event.Event{}, invalid("source", quoteValue(v), "is not a URI-reference")
 			}
-			ec.Source = *u
+			ec.Source = u
 		case "type":
 			ec.Type = v
 		case "subject":

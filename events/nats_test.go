@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"maps"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -566,4 +567,21 @@ func (w *headerWriter) SetData(r io.Reader) error {
 	_, err := buf.ReadFrom(r)
 	w.data = buf.Bytes()
 	return err
+}
+
+// TestSourceCacheGivesWhatParsingGives: decoding and building outputs
+// through the remembered source gives the source parsing gives, also when
+// sources alternate and when one is not a URI-reference.
+func TestSourceCacheGivesWhatParsingGives(t *testing.T) {
+	var c uriRefCache
+	for _, s := range []string{"erp://a", "erp://a", "https://b.example/x?y#z", "erp://a", "%zz", "erp://a", "/relative", "/relative"} {
+		got, ok := c.parse(s)
+		want := types.ParseURIRef(s)
+		if ok != (want != nil) {
+			t.Fatalf("parse(%q) ok = %v, ParseURIRef gives %v", s, ok, want)
+		}
+		if want != nil && (got.String() != want.String() || !reflect.DeepEqual(got, *want)) {
+			t.Errorf("parse(%q) = %#v, want %#v", s, got, *want)
+		}
+	}
 }

@@ -86,8 +86,8 @@ func newOutput(in event.Event, eventType, source, subject string, answeredAt tim
 		DataContentType: &ct,
 		Extensions:      map[string]interface{}{ExtCausationID: inID},
 	}
-	if u := types.ParseURIRef(source); u != nil {
-		ec.Source = *u
+	if u, ok := outputSources.parse(source); ok {
+		ec.Source = u
 	}
 	if in.Context != nil {
 		for _, name := range [...]string{ExtTraceparent, ExtTracestate} {

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -533,3 +535,51 @@ func BenchmarkDecodeQueryResponse(b *testing.B) {
 
 // seedQueryData is the data object of the "reverse single query" seed page.
 var seedQueryData = []byte(`{"distributorId":"2100005349129","currency":"CNY","refundOrderAggregate":{"logistics":{"receiverAddress":null,"returnGoodsDesc":null,"buyerPhone":null,"logisticsCompany":{"logisticsCompanyCode":null,"logisticsCompanyName":null},"sellerAgreeReturnDescribe":null},"refundOrder":{"refundFee":392,"payOrderId":"3582133814705377121","timeoutType":"sAgreeRefundT","sellerRefuseReason":null,"refundStatus":"100","canEditFee":null,"remainingTime":null,"refundType":1,"feeTips":null,"reasonDesc":"我不想要了","goodsStatus":1,"refundDesc":"","reasonId":150013,"timeoutDate":"1698313367000","sellerRefuseReasonDescribe":null,"refundId":"110002687818"},"purchaseOrderLine":{"salesOrderId":"500918-1034477311887409465","supplierId":3937219703,"quantity":1,"totalPrice":392,"itemTitle":"零食瓜子仁蟹黄味整箱小包装坚果炒货小零食小吃批发散装休闲食品","postFee":0,"productFee":392,"salesMarket":"TAOBAO_BUYER","purchaseOrderLineId":200028508721,"createTime":1698216212000,"purchaseOrderId":200028508720,"price":null,"supplierNick":"天天特卖工厂店","currency":"CNY","properties":{"食品口味":"瓜子仁5包(试吃)"},"itemImageUrl":"//img.alicdn.com/imgextra/i1/3937219703/O1CN01RFZg0i2LY1pt3OISk_!!3937219703-0-C2M.jpg"}}}`)
+
+// TestNewRequestURLIsWhatParsingGives: the request URL newRequest fills in
+// from the base URL parsed once is the one parsing the joined text gives,
+// for every endpoint and for base URLs with ports, prefixes, user info,
+// escapes, queries and an empty port (the last ones take the parsing path).
+func TestNewRequestURLIsWhatParsingGives(t *testing.T) {
+	bases := []string{
+		"https://api.pandapon.com",
+		"http://127.0.0.1:8080",
+		"http://127.0.0.1:8080/",
+		"https://API.PandaPon.com/prefix/v1",
+		"https://user:p%40ss@api.pandapon.com:443/x",
+		"http://[::1]:9/a%2Fb",
+		"http://example.com:",
+		"http://example.com/p?fixed=1",
+		"http://example.com/p#frag",
+	}
+	endpoints := []Endpoint{EndpointQueryRefund, EndpointSubmitReturnLogistics, EndpointCancelRefund, EndpointSubmitRefundMessage, EndpointQueryRefundList}
+	queries := []url.Values{nil, {"refundId": {"110002687818"}}, {"b": {"x y"}, "a": {"ä&=/"}}}
+	fast := 0
+	for _, base := range bases {
+		c := newTestClient(t, base, nil)
+		if c.base != nil {
+			fast++
+		}
+		for _, ep := range endpoints {
+			for _, q := range queries {
+				for _, suffix := range []string{"", "110002687818", "a b/c"} {
+					got, err := c.newRequest(context.Background(), ep, suffix, q, nil)
+					if err != nil {
+						t.Fatalf("%s %s %q: %v", base, ep, suffix, err)
+					}
+					want, err := http.NewRequest(ep.Method, c.requestURL(ep, suffix, q), nil)
+					if err != nil {
+						t.Fatalf("%s %s %q: %v", base, ep, suffix, err)
+					}
+					if !reflect.DeepEqual(got.URL, want.URL) || got.Host != want.Host || got.URL.String() != want.URL.String() {
+						t.Errorf("base %q, %s, suffix %q, query %v:\n got %#v host %q\nwant %#v host %q",
+							base, ep, suffix, q, got.URL, got.Host, want.URL, want.Host)
+					}
+				}
+			}
+		}
+	}
+	if fast < 5 {
+		t.Errorf("only %d of the base URLs took the parsed-once path; the test no longer covers it", fast)
+	}
+}
