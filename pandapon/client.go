@@ -196,6 +196,9 @@ type Client struct {
 	lim     *limitedTransport
 	tracer  trace.Tracer
 	breaker *gobreaker.CircuitBreaker[*Response]
+	// probeMu guards lastProbe, when Admit last let a probe through.
+	probeMu   sync.Mutex
+	lastProbe time.Time
 	// base is cfg.BaseURL parsed once, so that a request's URL is built
 	// without parsing text; nil when the base URL has a query, fragment or
 	// escaped path that only parsing the joined text handles faithfully.

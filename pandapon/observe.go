@@ -3,6 +3,7 @@ package pandapon
 import (
 	"context"
 	"errors"
+	"math"
 	"strconv"
 	"time"
 
@@ -71,6 +72,70 @@ func (c *Client) CircuitState() string {
 		return ""
 	}
 	return c.breaker.State().String()
+}
+
+// How Admit waits: it asks the breaker every admitPoll while it is open or
+// probing, and lets a new probe through at most every admitProbeGap (a
+// probe admitted may never reach PandaPon: an invalid input, say).
+const (
+	admitPoll     = 100 * time.Millisecond
+	admitProbeGap = time.Second
+)
+
+// Admit tells whoever feeds the client work how much to start now, so that
+// work is not taken on only to be refused by an open circuit breaker. It
+// returns math.MaxInt (no limit) at once while the breaker is closed or
+// disabled. While the breaker is open it waits, until the OpenTimeout has
+// passed and the breaker lets probes through; then it returns 1 for each
+// free probe slot (BreakerConfig.HalfOpenRequests), at most one a second,
+// and waits otherwise, until a probe's success closes the breaker or its
+// failure opens it again. It returns 0 only when ctx ends.
+//
+// The consumer asks before each pull from JetStream: while PandaPon is
+// down, inputs wait in the stream instead of being delivered, refused and
+// redelivered until their delivery budget is used up.
+func (c *Client) Admit(ctx context.Context) int {
+	if c.breaker == nil {
+		return math.MaxInt
+	}
+	var wait *time.Timer
+	for {
+		switch c.breaker.State() {
+		case gobreaker.StateClosed:
+			return math.MaxInt
+		case gobreaker.StateHalfOpen:
+			if c.admitProbe() {
+				return 1
+			}
+		}
+		if wait == nil {
+			wait = time.NewTimer(admitPoll)
+			defer wait.Stop()
+		} else {
+			wait.Reset(admitPoll)
+		}
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-wait.C:
+		}
+	}
+}
+
+// admitProbe reports whether a half-open breaker has room for one more
+// probe, and if so counts it as admitted.
+func (c *Client) admitProbe() bool {
+	c.probeMu.Lock()
+	defer c.probeMu.Unlock()
+	n := c.breaker.Counts()
+	if n.Requests-min(n.TotalExclusions, n.Requests) >= max(c.cfg.Breaker.HalfOpenRequests, 1) { // as gobreaker counts them
+		return false
+	}
+	if now := time.Now(); now.Sub(c.lastProbe) >= admitProbeGap {
+		c.lastProbe = now
+		return true
+	}
+	return false
 }
 
 func newBreaker(cfg BreakerConfig, obs Observer) *gobreaker.CircuitBreaker[*Response] {

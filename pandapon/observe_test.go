@@ -3,6 +3,7 @@ package pandapon
 import (
 	"context"
 	"errors"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -132,6 +133,64 @@ func TestCircuitBreakerClosesAfterSuccessfulProbe(t *testing.T) {
 	}
 	if n := len(rs.seen()); n != 4 {
 		t.Errorf("PandaPon received %d requests, want 4 (2 failures, probe, one more)", n)
+	}
+}
+
+// TestAdmitFollowsTheCircuitBreaker: no limit while the breaker is closed;
+// while it is open nothing, until the open timeout has passed; then one
+// probe at a time, none while a probe was admitted less than a second ago;
+// no limit again once a probe succeeded.
+func TestAdmitFollowsTheCircuitBreaker(t *testing.T) {
+	const open = 200 * time.Millisecond
+	rs := newRecordingServer(t, reply{status: 503}, reply{status: 503}, reply{status: 503}, reply{status: 200, body: okQuery})
+	c := newTestClient(t, rs.URL, func(c *Config) {
+		c.MaxRetries = -1
+		c.Breaker = BreakerConfig{ConsecutiveFailures: 2, OpenTimeout: open}
+	})
+	ctx := context.Background()
+	admitWithin := func(d time.Duration) int {
+		ctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return c.Admit(ctx)
+	}
+	if n := admitWithin(time.Second); n != math.MaxInt {
+		t.Fatalf("closed breaker: Admit = %d, want math.MaxInt", n)
+	}
+	for range 2 {
+		c.QueryRefund(ctx, "1")
+	}
+	tripped := time.Now()
+	if n := admitWithin(open / 4); n != 0 {
+		t.Fatalf("open breaker, ctx ending first: Admit = %d, want 0", n)
+	}
+	if n := admitWithin(10 * time.Second); n != 1 {
+		t.Fatalf("after the open timeout: Admit = %d, want 1 probe", n)
+	}
+	if waited := time.Since(tripped); waited < open {
+		t.Errorf("a probe was admitted %s after the breaker opened, before its open timeout %s", waited, open)
+	}
+	if n := admitWithin(admitProbeGap / 3); n != 0 {
+		t.Fatalf("a second probe right after the first: Admit = %d, want 0", n)
+	}
+	// The probe fails (the third 503): open again, then another probe.
+	if _, err := c.QueryRefund(ctx, "1"); err == nil || errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("the probe should reach PandaPon and fail: %v", err)
+	}
+	probeFailed := time.Now()
+	if n := admitWithin(10 * time.Second); n != 1 {
+		t.Fatalf("after the breaker opened again: Admit = %d, want 1 probe", n)
+	}
+	if waited := time.Since(probeFailed); waited < open {
+		t.Errorf("a probe was admitted %s after the breaker reopened, before its open timeout %s", waited, open)
+	}
+	if _, err := c.QueryRefund(ctx, "1"); err != nil {
+		t.Fatalf("the second probe should succeed: %v", err)
+	}
+	if n := admitWithin(admitPoll / 2); n != math.MaxInt {
+		t.Fatalf("after a successful probe: Admit = %d, want math.MaxInt at once", n)
+	}
+	if n := len(rs.seen()); n != 4 {
+		t.Errorf("PandaPon received %d requests, want 4 (2 failures, a failed probe, a successful one)", n)
 	}
 }
 

@@ -141,6 +141,14 @@ type Config struct {
 	// TracerProvider traces each handling as a consumer span continuing the
 	// input's traceparent (nil: no tracing, no cost).
 	TracerProvider trace.TracerProvider
+	// Admit, when set, is asked before each pull how many inputs may be
+	// pulled now, and may block while none may (pull.Options.Admit). The
+	// consumer passes the PandaPon client's Admit: while PandaPon's circuit
+	// breaker is open nothing is pulled, so inputs wait in the stream
+	// instead of using up MaxDeliveries on refusals, and then one input at
+	// a time is pulled as the breaker's probe. nil: pulls are bounded by
+	// free slots only.
+	Admit func(ctx context.Context) int
 }
 
 func (c *Config) setDefaults() {
@@ -327,6 +335,7 @@ func (p *Pipeline) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 		MaxBatch: 256,
 		MinBatch: p.cfg.MaxInFlight / 4,
 		Logger:   p.log.With("stream", p.cfg.Topology.InputStream),
+		Admit:    p.cfg.Admit,
 	}, p.accept)
 }
 

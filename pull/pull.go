@@ -47,6 +47,11 @@ type Options struct {
 	Wait time.Duration
 	// Logger receives a warning per failed pull (default: discard).
 	Logger *slog.Logger
+	// Admit, when set, is asked before each pull (holding one slot) how
+	// many messages may be pulled now; the pull takes at most that many.
+	// It may block while none may, and must return at least 1 unless ctx
+	// has ended. nil: MaxBatch.
+	Admit func(ctx context.Context) int
 }
 
 // Loop pulls from cons until ctx ends and passes each message to accept,
@@ -74,11 +79,19 @@ func Loop(ctx context.Context, cons jetstream.Consumer, o Options, accept func(j
 		case <-ctx.Done():
 			return
 		}
+		limit := o.MaxBatch
+		if o.Admit != nil {
+			limit = min(o.Admit(ctx), o.MaxBatch)
+			if limit < 1 || ctx.Err() != nil {
+				<-o.Slots
+				continue
+			}
+		}
 		n := 1
 		if o.MinBatch > 1 && len(o.Slots) > 1 { // busy: gather a batch
 			gather.Reset(o.Gather)
 		gathering:
-			for n < o.MinBatch {
+			for n < min(o.MinBatch, limit) {
 				select {
 				case o.Slots <- struct{}{}:
 					n++
@@ -89,7 +102,7 @@ func Loop(ctx context.Context, cons jetstream.Consumer, o Options, accept func(j
 			gather.Stop()
 		}
 	more:
-		for n < o.MaxBatch {
+		for n < limit {
 			select {
 			case o.Slots <- struct{}{}:
 				n++

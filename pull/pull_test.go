@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,13 +14,12 @@ import (
 	"github.com/pandabridge/pandabridge/pull"
 )
 
-// Loop never hands over more messages than there are slots, and every
-// message arrives exactly once while the caller settles them.
-func TestLoopHoldsNoMoreThanItsSlots(t *testing.T) {
+// consumerOf returns a durable pull consumer of a new stream on an embedded
+// server, holding n messages on subjects s.0 … s.<n-1>.
+func consumerOf(ctx context.Context, t *testing.T, n int) jetstream.Consumer {
+	t.Helper()
 	ns := testkit.NATS(t)
 	_, js := testkit.Connect(t, ns.URL)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -27,12 +27,21 @@ func TestLoopHoldsNoMoreThanItsSlots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n, slots = 50, 3
 	for i := range n {
 		if _, err := js.Publish(ctx, fmt.Sprintf("s.%d", i), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return cons
+}
+
+// Loop never hands over more messages than there are slots, and every
+// message arrives exactly once while the caller settles them.
+func TestLoopHoldsNoMoreThanItsSlots(t *testing.T) {
+	const n, slots = 50, 3
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cons := consumerOf(ctx, t, n)
 	held := make(chan struct{}, slots)
 	var mu sync.Mutex
 	seen := map[string]int{}
@@ -64,5 +73,64 @@ func TestLoopHoldsNoMoreThanItsSlots(t *testing.T) {
 		if c != 1 {
 			t.Errorf("%s handed over %d times", subj, c)
 		}
+	}
+}
+
+// TestLoopPullsNoMoreThanAdmitted: each pull takes at most what Admit
+// returned, nothing is pulled while Admit blocks, and a Loop whose ctx ends
+// while Admit blocks returns and gives its slot back.
+func TestLoopPullsNoMoreThanAdmitted(t *testing.T) {
+	const n = 30
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cons := consumerOf(ctx, t, n)
+	held := make(chan struct{}, n)
+	var seen atomic.Int64
+	asked := make(chan int64) // Admit sends how many were seen when asked
+	grants := make(chan int)  // and returns what the test sends back
+	loopCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pull.Loop(loopCtx, cons, pull.Options{Slots: held, MaxBatch: 10, MinBatch: 1,
+			Admit: func(ctx context.Context) int {
+				select {
+				case asked <- seen.Load():
+				case <-ctx.Done():
+					return 0
+				}
+				select {
+				case g := <-grants:
+					return g
+				case <-ctx.Done():
+					return 0
+				}
+			}}, func(m jetstream.Msg) {
+			seen.Add(1)
+			_ = m.Ack()
+			<-held
+		})
+	}()
+	want := int64(0)
+	for _, grant := range []int{1, 1, 3, 100} { // 100: more than MaxBatch
+		if got := <-asked; got != want {
+			t.Fatalf("Admit asked with %d messages pulled, want %d", got, want)
+		}
+		grants <- grant
+		want += int64(min(grant, 10))
+	}
+	// Loop is back in Admit only after handing over the whole pull: by
+	// then exactly what was granted has arrived (the stream holds more).
+	if got := <-asked; got != want {
+		t.Fatalf("%d messages pulled after grants of 1, 1, 3 and 100 (MaxBatch 10), want %d", got, want)
+	}
+	stop() // while Admit blocks
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Loop did not return after its ctx ended while Admit blocked")
+	}
+	if len(held) != 0 {
+		t.Errorf("%d slots still held after Loop returned", len(held))
 	}
 }

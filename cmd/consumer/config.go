@@ -46,7 +46,8 @@ type Config struct {
 	// PANDAPON_BREAKER_FAILURES: consecutive transient failures that open
 	// the circuit breaker (0 disables it); it stays open for
 	// PANDAPON_BREAKER_OPEN_TIMEOUT, then lets
-	// PANDAPON_BREAKER_HALF_OPEN_REQUESTS probes through.
+	// PANDAPON_BREAKER_HALF_OPEN_REQUESTS probes through. While it is open
+	// no input is pulled; each probe is one input pulled.
 	PandaPonBreakerFailures         uint32        `envconfig:"PANDAPON_BREAKER_FAILURES" default:"20"`
 	PandaPonBreakerOpenTimeout      time.Duration `envconfig:"PANDAPON_BREAKER_OPEN_TIMEOUT" default:"30s"`
 	PandaPonBreakerHalfOpenRequests uint32        `envconfig:"PANDAPON_BREAKER_HALF_OPEN_REQUESTS" default:"1"`

@@ -191,7 +191,7 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 			OpenTimeout:         cfg.PandaPonBreakerOpenTimeout,
 			HalfOpenRequests:    cfg.PandaPonBreakerHalfOpenRequests,
 		},
-		Observer:       ppMetrics,
+		Observer:       circuitLogger{ppMetrics, log, cfg.PandaPonBreakerOpenTimeout},
 		TracerProvider: tp,
 	})
 	if err != nil {
@@ -232,6 +232,7 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 		Metrics:        metrics,
 		OnPublished:    onPublished,
 		TracerProvider: tp,
+		Admit:          client.Admit,
 	})
 	if err != nil {
 		return err
@@ -251,6 +252,29 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 	}
 	log.Info("shut down")
 	return runErr
+}
+
+// circuitLogger logs the PandaPon circuit breaker's changes, which also
+// pause and resume pulling inputs (pipeline.Config.Admit), and passes every
+// observation on.
+type circuitLogger struct {
+	pandapon.Observer
+	log         *slog.Logger
+	openTimeout time.Duration
+}
+
+// CircuitChanged implements pandapon.Observer.
+func (c circuitLogger) CircuitChanged(from, to string) {
+	switch to {
+	case "open":
+		c.log.Warn("PandaPon keeps failing: circuit breaker open, not pulling inputs until a probe succeeds",
+			"circuit", to, "probe_in", c.openTimeout)
+	case "half-open":
+		c.log.Info("probing PandaPon with one input", "circuit", to)
+	case "closed":
+		c.log.Info("PandaPon answers again: circuit breaker closed, pulling inputs", "circuit", to)
+	}
+	c.Observer.CircuitChanged(from, to)
 }
 
 // startGCFloor starts the garbage collector's heap floor (package gcfloor)
