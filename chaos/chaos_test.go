@@ -322,6 +322,67 @@ func TestPandaPonFaultsAndPoisonInputs(t *testing.T) {
 	report(t, f)
 }
 
+// TestPandaPonOutageOutlastingTheDeliveryBudget: PandaPon answers every
+// request 503 until the circuit breaker has opened nine times, several
+// times longer than an input refused by an open breaker lasts
+// (PANDABRIDGE_MAX_DELIVERIES × PANDAPON_BREAKER_OPEN_TIMEOUT: 2 s here).
+// While the breaker is open the consumer must not pull inputs, so they wait
+// in the stream instead of using up their deliveries on refusals. Only the
+// inputs pulled as the breaker's probes, one at a time, spend deliveries:
+// at most about one dead letter per MAX_DELIVERIES−1 failed probes.
+// Everything else is answered once PandaPon is back.
+func TestPandaPonOutageOutlastingTheDeliveryBudget(t *testing.T) {
+	rng, seed := newRand(t)
+	w := buildWorkload(t, rng, workloadSpec{n: size(600), lookupRefunds: 200, shippedFrac: 0.3})
+	w.mayDeadLetter = true
+	ns := testkit.NATS(t)
+	sb := testkit.Sandbox(t, sandbox.Options{GeneratedRefunds: w.refunds, RandSeed: int64(seed)})
+	const (
+		maxDeliveries = 4
+		openTimeout   = 500 * time.Millisecond
+		openings      = 9
+	)
+	b := connectBus(t, ns.URL, 1)
+	c := startConsumer(t, "consumer", consumerEnv(ns.URL, sb.URL,
+		fmt.Sprintf("PANDABRIDGE_MAX_DELIVERIES=%d", maxDeliveries),
+		"PANDAPON_BREAKER_FAILURES=5", "PANDAPON_BREAKER_OPEN_TIMEOUT="+openTimeout.String(), "PANDAPON_MAX_RETRIES=0"))
+	c.waitConsuming(20 * time.Second)
+	sb.SetFaults(sandbox.Faults{ServerErrorRate: 1})
+	start := time.Now()
+	b.publish(t, w.inputs)
+	testkit.Eventually(t, time.Minute, every(20*time.Millisecond, func() bool {
+		if c.count(circuitOpenLine) >= openings {
+			return true
+		}
+		// Or nothing is left to wait for PandaPon: all dead-lettered.
+		info, err := b.consumerInfo()
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}), "the circuit breaker to open %d times", openings)
+	sb.SetFaults(sandbox.Faults{})
+	outage := time.Since(start)
+	b.waitSettled(t, w, 2*time.Minute)
+
+	f, outs := verify(t, b, sb, w, "pandapon-outage")
+	opened := c.count(circuitOpenLine)
+	// A delivery after an input's first needs a pull, and while the
+	// breaker is open or probing a pull is one probe: at most opened−1 of
+	// them failed (each failure reopened the breaker), plus up to the
+	// breaker's 5 failures of redeliveries pulled before it first opened.
+	if limit := (opened-1+5)/(maxDeliveries-1) + 1; f.spent > limit {
+		t.Errorf("%d inputs dead-lettered during an outage with %d breaker openings, want at most %d: inputs were pulled while the breaker was open",
+			f.spent, opened, limit)
+	}
+	if budget := maxDeliveries * openTimeout; outage < 3*budget {
+		t.Errorf("the outage lasted %s, not several times an input's delivery budget (%s): the scenario did not test it", outage, budget)
+	}
+	st := sb.Stats()
+	f.recover = longestGap(outs, start.Add(outage))
+	f.extra = fmt.Sprintf("outage=%s opened=%d spent=%d failed_requests=%d elapsed=%s",
+		outage.Round(100*time.Millisecond), opened, f.spent, st.FaultsInjected[sandbox.FaultServerError],
+		time.Since(start).Round(100*time.Millisecond))
+	report(t, f)
+}
+
 // TestSIGTERMMidLoadDrainsWithoutLosingOrRedoing sends SIGTERM to a
 // consumer busy with a slow PandaPon. It must finish what it started, hand
 // back what it had not started, exit 0, and a second process must finish
