@@ -323,7 +323,7 @@ func TestPandaPonFaultsAndPoisonInputs(t *testing.T) {
 }
 
 // TestPandaPonOutageOutlastingTheDeliveryBudget: PandaPon answers every
-// request 503 until the circuit breaker has opened nine times, several
+// request 503 until the circuit breaker has opened 16 times, several
 // times longer than an input refused by an open breaker lasts
 // (PANDABRIDGE_MAX_DELIVERIES × PANDAPON_BREAKER_OPEN_TIMEOUT: 2 s here).
 // While the breaker is open the consumer must not pull inputs, so they wait
@@ -340,7 +340,7 @@ func TestPandaPonOutageOutlastingTheDeliveryBudget(t *testing.T) {
 	const (
 		maxDeliveries = 4
 		openTimeout   = 500 * time.Millisecond
-		openings      = 9
+		openings      = 16
 	)
 	b := connectBus(t, ns.URL, 1)
 	c := startConsumer(t, "consumer", consumerEnv(ns.URL, sb.URL,

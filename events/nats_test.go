@@ -8,6 +8,7 @@ import (
 	"maps"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -584,4 +585,19 @@ func TestSourceCacheGivesWhatParsingGives(t *testing.T) {
 			t.Errorf("parse(%q) = %#v, want %#v", s, got, *want)
 		}
 	}
+	// Concurrently, sources alternating (run with -race).
+	sources := []string{"erp://a", "wms://b/c", "https://user@d.example/e"}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 500 {
+				s := sources[(g+i)%len(sources)]
+				if got, ok := c.parse(s); !ok || got.String() != types.ParseURIRef(s).String() {
+					t.Errorf("concurrent parse(%q) = %v, %v", s, got.String(), ok)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

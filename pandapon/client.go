@@ -109,8 +109,8 @@ func (c Config) Validate() error {
 	}
 	if c.BaseURL != "" {
 		u, err := url.Parse(c.BaseURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("pandapon: BaseURL %q: want http(s)://host[:port]", c.BaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.ContainsAny(c.BaseURL, "?#") {
+			return fmt.Errorf("pandapon: BaseURL %q: want http(s)://host[:port][/prefix], without a query or fragment", c.BaseURL)
 		}
 	}
 	if c.MaxConcurrent < 0 {
@@ -196,12 +196,15 @@ type Client struct {
 	lim     *limitedTransport
 	tracer  trace.Tracer
 	breaker *gobreaker.CircuitBreaker[*Response]
-	// probeMu guards lastProbe, when Admit last let a probe through.
-	probeMu   sync.Mutex
-	lastProbe time.Time
+	// circuitGen counts the breaker's changes of state.
+	circuitGen atomic.Uint64
+	// probeMu guards lastProbe, the last probe Admit let through.
+	probeMu           sync.Mutex
+	lastProbe         probeAdmission
+	probeStartTimeout time.Duration
 	// base is cfg.BaseURL parsed once, so that a request's URL is built
-	// without parsing text; nil when the base URL has a query, fragment or
-	// escaped path that only parsing the joined text handles faithfully.
+	// without parsing text; nil when the base URL has an escaped path or
+	// an empty port, which only parsing the joined text handles faithfully.
 	base *url.URL
 }
 
@@ -220,8 +223,11 @@ func New(cfg Config) (*Client, error) {
 	}
 	cfg.setDefaults()
 	lim := newLimitedTransport(cfg)
-	c := &Client{cfg: cfg, lim: lim, tracer: tracerOf(cfg.TracerProvider), breaker: newBreaker(cfg.Breaker, cfg.Observer)}
-	if u, err := url.Parse(cfg.BaseURL); err == nil && u.RawPath == "" && u.RawQuery == "" && !u.ForceQuery && u.Fragment == "" && u.Opaque == "" && !strings.HasSuffix(u.Host, ":") {
+	c := &Client{cfg: cfg, lim: lim, tracer: tracerOf(cfg.TracerProvider), probeStartTimeout: probeStartTimeout}
+	c.breaker = newBreaker(cfg.Breaker, cfg.Observer, func() { c.circuitGen.Add(1) })
+	// Validate refused a query and a fragment; an escaped path and an
+	// empty port are left to parsing the joined text.
+	if u, err := url.Parse(cfg.BaseURL); err == nil && u.RawPath == "" && u.Opaque == "" && !strings.HasSuffix(u.Host, ":") {
 		c.base = u
 	}
 	c.http = &retryablehttp.Client{

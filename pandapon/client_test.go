@@ -488,6 +488,8 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{Config{Credentials: Credentials{AccessKey: "x"}}, "AccessSecret"},
 		{Config{Credentials: Credentials{AccessKey: "x", AccessSecret: "y", TimestampUnit: "ns"}}, "TimestampUnit"},
 		{Config{BaseURL: "ftp://x", Credentials: Credentials{AccessKey: "x", AccessSecret: "y"}}, "BaseURL"},
+		{Config{BaseURL: "http://h#", Credentials: Credentials{AccessKey: "x", AccessSecret: "y"}}, "BaseURL"},
+		{Config{BaseURL: "http://h/p?x=1", Credentials: Credentials{AccessKey: "x", AccessSecret: "y"}}, "BaseURL"},
 	} {
 		_, err := New(tc.cfg)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -549,8 +551,7 @@ func TestNewRequestURLIsWhatParsingGives(t *testing.T) {
 		"https://user:p%40ss@api.pandapon.com:443/x",
 		"http://[::1]:9/a%2Fb",
 		"http://example.com:",
-		"http://example.com/p?fixed=1",
-		"http://example.com/p#frag",
+		"http://h.example/%7Eprefix",
 	}
 	endpoints := []Endpoint{EndpointQueryRefund, EndpointSubmitReturnLogistics, EndpointCancelRefund, EndpointSubmitRefundMessage, EndpointQueryRefundList}
 	queries := []url.Values{nil, {"refundId": {"110002687818"}}, {"b": {"x y"}, "a": {"ä&=/"}}}

@@ -75,11 +75,13 @@ func (c *Client) CircuitState() string {
 }
 
 // How Admit waits: it asks the breaker every admitPoll while it is open or
-// probing, and lets a new probe through at most every admitProbeGap (a
-// probe admitted may never reach PandaPon: an invalid input, say).
+// probing, and holds a probe slot for an input it admitted until that
+// input's call reaches the breaker, or for probeStartTimeout (an input
+// admitted may never call PandaPon: the pull found nothing, the input was
+// invalid, or it waits behind another input of its refund).
 const (
-	admitPoll     = 100 * time.Millisecond
-	admitProbeGap = time.Second
+	admitPoll         = 100 * time.Millisecond
+	probeStartTimeout = 5 * time.Second
 )
 
 // Admit tells whoever feeds the client work how much to start now, so that
@@ -87,8 +89,8 @@ const (
 // returns math.MaxInt (no limit) at once while the breaker is closed or
 // disabled. While the breaker is open it waits, until the OpenTimeout has
 // passed and the breaker lets probes through; then it returns 1 for each
-// free probe slot (BreakerConfig.HalfOpenRequests), at most one a second,
-// and waits otherwise, until a probe's success closes the breaker or its
+// free probe slot (BreakerConfig.HalfOpenRequests), one at a time, and
+// waits otherwise, until a probe's success closes the breaker or its
 // failure opens it again. It returns 0 only when ctx ends.
 //
 // The consumer asks before each pull from JetStream: while PandaPon is
@@ -100,11 +102,20 @@ func (c *Client) Admit(ctx context.Context) int {
 	}
 	var wait *time.Timer
 	for {
-		switch c.breaker.State() {
+		// The state and the counts are read under separate locks: a
+		// change of state between them (counted by OnStateChange) means
+		// reading both again.
+		gen := c.circuitGen.Load()
+		state := c.breaker.State()
+		counts := c.breaker.Counts()
+		if c.circuitGen.Load() != gen {
+			continue
+		}
+		switch state {
 		case gobreaker.StateClosed:
 			return math.MaxInt
 		case gobreaker.StateHalfOpen:
-			if c.admitProbe() {
+			if c.admitProbe(gen, counts) {
 				return 1
 			}
 		}
@@ -122,23 +133,33 @@ func (c *Client) Admit(ctx context.Context) int {
 	}
 }
 
-// admitProbe reports whether a half-open breaker has room for one more
-// probe, and if so counts it as admitted.
-func (c *Client) admitProbe() bool {
-	c.probeMu.Lock()
-	defer c.probeMu.Unlock()
-	n := c.breaker.Counts()
-	if n.Requests-min(n.TotalExclusions, n.Requests) >= max(c.cfg.Breaker.HalfOpenRequests, 1) { // as gobreaker counts them
-		return false
-	}
-	if now := time.Now(); now.Sub(c.lastProbe) >= admitProbeGap {
-		c.lastProbe = now
-		return true
-	}
-	return false
+// probeAdmission is the last probe Admit let through.
+type probeAdmission struct {
+	gen   uint64    // circuitGen when admitted
+	calls uint32    // calls the breaker had counted then
+	at    time.Time // when
 }
 
-func newBreaker(cfg BreakerConfig, obs Observer) *gobreaker.CircuitBreaker[*Response] {
+// admitProbe reports whether the half-open breaker of state change gen,
+// with counts, has room for one more probe, and if so records it.
+func (c *Client) admitProbe(gen uint64, counts gobreaker.Counts) bool {
+	c.probeMu.Lock()
+	defer c.probeMu.Unlock()
+	calls := counts.Requests - min(counts.TotalExclusions, counts.Requests) // as gobreaker counts them
+	last := c.lastProbe
+	if last.gen == gen && calls <= last.calls && time.Since(last.at) < c.probeStartTimeout {
+		return false // the last probe admitted has not called yet
+	}
+	if calls >= max(c.cfg.Breaker.HalfOpenRequests, 1) {
+		return false
+	}
+	c.lastProbe = probeAdmission{gen: gen, calls: calls, at: time.Now()}
+	return true
+}
+
+// newBreaker returns the breaker of cfg (nil when disabled); changed is
+// called on each change of state, under the breaker's lock.
+func newBreaker(cfg BreakerConfig, obs Observer, changed func()) *gobreaker.CircuitBreaker[*Response] {
 	if cfg.ConsecutiveFailures == 0 {
 		return nil
 	}
@@ -156,6 +177,7 @@ func newBreaker(cfg BreakerConfig, obs Observer) *gobreaker.CircuitBreaker[*Resp
 			return errors.Is(err, context.Canceled)
 		},
 		OnStateChange: func(_ string, from, to gobreaker.State) {
+			changed()
 			if obs != nil {
 				obs.CircuitChanged(from.String(), to.String())
 			}

@@ -138,8 +138,8 @@ func TestCircuitBreakerClosesAfterSuccessfulProbe(t *testing.T) {
 
 // TestAdmitFollowsTheCircuitBreaker: no limit while the breaker is closed;
 // while it is open nothing, until the open timeout has passed; then one
-// probe at a time, none while a probe was admitted less than a second ago;
-// no limit again once a probe succeeded.
+// probe, and no other until that one calls PandaPon or its start timeout
+// passes; no limit again once a probe succeeded.
 func TestAdmitFollowsTheCircuitBreaker(t *testing.T) {
 	const open = 200 * time.Millisecond
 	rs := newRecordingServer(t, reply{status: 503}, reply{status: 503}, reply{status: 503}, reply{status: 200, body: okQuery})
@@ -147,6 +147,7 @@ func TestAdmitFollowsTheCircuitBreaker(t *testing.T) {
 		c.MaxRetries = -1
 		c.Breaker = BreakerConfig{ConsecutiveFailures: 2, OpenTimeout: open}
 	})
+	c.probeStartTimeout = 400 * time.Millisecond
 	ctx := context.Background()
 	admitWithin := func(d time.Duration) int {
 		ctx, cancel := context.WithTimeout(ctx, d)
@@ -169,28 +170,72 @@ func TestAdmitFollowsTheCircuitBreaker(t *testing.T) {
 	if waited := time.Since(tripped); waited < open {
 		t.Errorf("a probe was admitted %s after the breaker opened, before its open timeout %s", waited, open)
 	}
-	if n := admitWithin(admitProbeGap / 3); n != 0 {
-		t.Fatalf("a second probe right after the first: Admit = %d, want 0", n)
+	admitted := time.Now()
+	if n := admitWithin(c.probeStartTimeout / 2); n != 0 {
+		t.Fatalf("a second probe while the first has not called: Admit = %d, want 0", n)
 	}
-	// The probe fails (the third 503): open again, then another probe.
+	// The first never calls (as if the pull found nothing): after the
+	// start timeout another probe is admitted.
+	if n := admitWithin(10 * time.Second); n != 1 {
+		t.Fatalf("after the probe start timeout: Admit = %d, want 1 probe", n)
+	}
+	if waited := time.Since(admitted); waited < c.probeStartTimeout {
+		t.Errorf("a second probe was admitted %s after the first, before the start timeout %s", waited, c.probeStartTimeout)
+	}
+	// This one calls and fails (the third 503): open again, then a probe
+	// at once when the open timeout ends, as nothing is pending.
 	if _, err := c.QueryRefund(ctx, "1"); err == nil || errors.Is(err, ErrCircuitOpen) {
 		t.Fatalf("the probe should reach PandaPon and fail: %v", err)
 	}
 	probeFailed := time.Now()
-	if n := admitWithin(10 * time.Second); n != 1 {
+	if n := admitWithin(open + c.probeStartTimeout/2); n != 1 {
 		t.Fatalf("after the breaker opened again: Admit = %d, want 1 probe", n)
 	}
 	if waited := time.Since(probeFailed); waited < open {
 		t.Errorf("a probe was admitted %s after the breaker reopened, before its open timeout %s", waited, open)
 	}
 	if _, err := c.QueryRefund(ctx, "1"); err != nil {
-		t.Fatalf("the second probe should succeed: %v", err)
+		t.Fatalf("the probe should succeed: %v", err)
 	}
 	if n := admitWithin(admitPoll / 2); n != math.MaxInt {
 		t.Fatalf("after a successful probe: Admit = %d, want math.MaxInt at once", n)
 	}
 	if n := len(rs.seen()); n != 4 {
 		t.Errorf("PandaPon received %d requests, want 4 (2 failures, a failed probe, a successful one)", n)
+	}
+}
+
+// TestAdmitHoldsProbeSlots: with two probe slots, a second probe is
+// admitted as soon as the first calls PandaPon, and none while both are
+// running, however long they take.
+func TestAdmitHoldsProbeSlots(t *testing.T) {
+	const open = 100 * time.Millisecond
+	rs := newRecordingServer(t, reply{status: 503}, reply{status: 503}, reply{status: 200, body: okQuery, hang: 30 * time.Second})
+	c := newTestClient(t, rs.URL, func(c *Config) {
+		c.MaxRetries = -1
+		c.Breaker = BreakerConfig{ConsecutiveFailures: 2, OpenTimeout: open, HalfOpenRequests: 2}
+	})
+	c.probeStartTimeout = 300 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	var probes sync.WaitGroup
+	defer func() { cancel(); probes.Wait() }()
+	admitWithin := func(d time.Duration) int {
+		ctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return c.Admit(ctx)
+	}
+	for range 2 {
+		c.QueryRefund(ctx, "1")
+	}
+	for i := range 2 {
+		if n := admitWithin(5 * time.Second); n != 1 {
+			t.Fatalf("probe %d: Admit = %d, want 1", i+1, n)
+		}
+		probes.Go(func() { c.QueryRefund(ctx, "1") }) // hangs at PandaPon
+		waitFor(t, "the probe to reach PandaPon", func() bool { return len(rs.seen()) == 3+i })
+	}
+	if n := admitWithin(3 * c.probeStartTimeout); n != 0 {
+		t.Errorf("both probe slots taken by running calls: Admit = %d, want 0", n)
 	}
 }
 

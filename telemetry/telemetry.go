@@ -95,6 +95,11 @@ func NewPandaPonMetrics(reg prometheus.Registerer) *PandaPonMetrics {
 		}, []string{"to"}),
 	}
 	m.circuit = &circuitCollector{Gauge: m.CircuitState}
+	for _, to := range []string{"closed", "half-open", "open"} {
+		// At 0 from the start: increase() over a series that appears at 1
+		// misses that first change, and the circuit alert counts openings.
+		m.CircuitTrips.WithLabelValues(to)
+	}
 	reg.MustRegister(m.Requests, m.Duration, m.Retries, m.LimiterWait, m.circuit, m.CircuitTrips)
 	return m
 }

@@ -120,8 +120,9 @@ func (c *Config) Validate(dev bool) error {
 		case c.PandaPonAccessSecret == "":
 			bad("PANDAPON_ACCESS_SECRET or PANDAPON_ACCESS_SECRET_FILE is required, or run with -dev")
 		}
-		if u, err := url.Parse(c.PandaPonBaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad("PANDAPON_BASE_URL=%q: want https://host[:port]", redact.URLs(c.PandaPonBaseURL))
+		if u, err := url.Parse(c.PandaPonBaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
+			strings.ContainsAny(c.PandaPonBaseURL, "?#") {
+			bad("PANDAPON_BASE_URL=%q: want https://host[:port][/prefix], without a query or fragment", redact.URLs(c.PandaPonBaseURL))
 		}
 	}
 	if c.NATSCreds != "" {

@@ -270,7 +270,7 @@ func (c circuitLogger) CircuitChanged(from, to string) {
 		c.log.Warn("PandaPon keeps failing: circuit breaker open, not pulling inputs until a probe succeeds",
 			"circuit", to, "probe_in", c.openTimeout)
 	case "half-open":
-		c.log.Info("probing PandaPon with one input", "circuit", to)
+		c.log.Info("circuit breaker half-open: the next inputs pulled probe PandaPon, one at a time", "circuit", to)
 	case "closed":
 		c.log.Info("PandaPon answers again: circuit breaker closed, pulling inputs", "circuit", to)
 	}

@@ -166,6 +166,7 @@ func TestConfigErrorsNameTheVariableAndHideTheSecret(t *testing.T) {
 		{"ack wait unit", with("PANDABRIDGE_ACK_WAIT=30"), `PANDABRIDGE_ACK_WAIT="30": not a valid duration`},
 		{"log level", with("PANDABRIDGE_LOG_LEVEL=loud"), `PANDABRIDGE_LOG_LEVEL="loud"`},
 		{"base url", with("PANDAPON_BASE_URL=api.pandapon.com"), `PANDAPON_BASE_URL="api.pandapon.com"`},
+		{"base url with a query", with("PANDAPON_BASE_URL=https://api.pandapon.com?x=1"), `PANDAPON_BASE_URL="https://api.pandapon.com?x=1": want https://host[:port][/prefix], without a query or fragment`},
 		{"NATS URL does not parse", with("NATS_URL=nats://a:4222,nats://b:42x22"), `NATS_URL entry 2 does not parse as a URL`},
 		{"heap floor unit", with("PANDABRIDGE_GC_HEAP_FLOOR=64MB"), `PANDABRIDGE_GC_HEAP_FLOOR="64MB": not a valid size`},
 	}
