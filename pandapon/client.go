@@ -110,7 +110,7 @@ func (c Config) Validate() error {
 	if c.BaseURL != "" {
 		u, err := url.Parse(c.BaseURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.ContainsAny(c.BaseURL, "?#") {
-			return fmt.Errorf("pandapon: BaseURL %q: want http(s)://host[:port][/prefix], without a query or fragment", c.BaseURL)
+			return fmt.Errorf("pandapon: BaseURL %q: want http(s)://host[:port][/prefix], without a query or fragment", redact.URLs(c.BaseURL))
 		}
 	}
 	if c.MaxConcurrent < 0 {

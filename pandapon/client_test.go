@@ -490,6 +490,7 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{Config{BaseURL: "ftp://x", Credentials: Credentials{AccessKey: "x", AccessSecret: "y"}}, "BaseURL"},
 		{Config{BaseURL: "http://h#", Credentials: Credentials{AccessKey: "x", AccessSecret: "y"}}, "BaseURL"},
 		{Config{BaseURL: "http://h/p?x=1", Credentials: Credentials{AccessKey: "x", AccessSecret: "y"}}, "BaseURL"},
+		{Config{BaseURL: "ftp://bob:" + testSecret + "@h", Credentials: Credentials{AccessKey: "x", AccessSecret: "y"}}, "BaseURL"},
 	} {
 		_, err := New(tc.cfg)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

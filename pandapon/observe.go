@@ -93,6 +93,12 @@ const (
 // waits otherwise, until a probe's success closes the breaker or its
 // failure opens it again. It returns 0 only when ctx ends.
 //
+// An admitted probe holds its slot until a call reaches the breaker, or
+// for 5 s: a pull that found nothing keeps the next probe waiting that
+// long. Calls are not told apart, so with more than one probe slot a probe
+// making two calls (a return.shipped queries, then submits) can let one
+// input too many through, which the breaker refuses.
+//
 // The consumer asks before each pull from JetStream: while PandaPon is
 // down, inputs wait in the stream instead of being delivered, refused and
 // redelivered until their delivery budget is used up.

@@ -183,12 +183,14 @@ func TestAdmitFollowsTheCircuitBreaker(t *testing.T) {
 		t.Errorf("a second probe was admitted %s after the first, before the start timeout %s", waited, c.probeStartTimeout)
 	}
 	// This one calls and fails (the third 503): open again, then a probe
-	// at once when the open timeout ends, as nothing is pending.
+	// as soon as the open timeout ends, nothing of the earlier half-open
+	// period holding it back (a start timeout longer than that shows it).
 	if _, err := c.QueryRefund(ctx, "1"); err == nil || errors.Is(err, ErrCircuitOpen) {
 		t.Fatalf("the probe should reach PandaPon and fail: %v", err)
 	}
 	probeFailed := time.Now()
-	if n := admitWithin(open + c.probeStartTimeout/2); n != 1 {
+	c.probeStartTimeout = 5 * time.Second
+	if n := admitWithin(open + 2*time.Second); n != 1 {
 		t.Fatalf("after the breaker opened again: Admit = %d, want 1 probe", n)
 	}
 	if waited := time.Since(probeFailed); waited < open {
@@ -227,9 +229,11 @@ func TestAdmitHoldsProbeSlots(t *testing.T) {
 	for range 2 {
 		c.QueryRefund(ctx, "1")
 	}
-	for i := range 2 {
-		if n := admitWithin(5 * time.Second); n != 1 {
-			t.Fatalf("probe %d: Admit = %d, want 1", i+1, n)
+	for i, within := range []time.Duration{5 * time.Second, c.probeStartTimeout / 2} {
+		// The second within less than the start timeout: its slot is
+		// free because the first probe called, not because time passed.
+		if n := admitWithin(within); n != 1 {
+			t.Fatalf("probe %d: Admit = %d, want 1 within %s", i+1, n, within)
 		}
 		probes.Go(func() { c.QueryRefund(ctx, "1") }) // hangs at PandaPon
 		waitFor(t, "the probe to reach PandaPon", func() bool { return len(rs.seen()) == 3+i })
