@@ -330,7 +330,10 @@ func TestPandaPonFaultsAndPoisonInputs(t *testing.T) {
 // in the stream instead of using up their deliveries on refusals. Only the
 // inputs pulled as the breaker's probes, one at a time, spend deliveries:
 // at most about one dead letter per MAX_DELIVERIES−1 failed probes.
-// Everything else is answered once PandaPon is back.
+// Meanwhile a second replica is started, stopped and started again three
+// times, as a rolling restart or an autoscaler would: having had no answer
+// from PandaPon, each must pull one input at a time too, not a batch to
+// fail. Everything else is answered once PandaPon is back.
 func TestPandaPonOutageOutlastingTheDeliveryBudget(t *testing.T) {
 	rng, seed := newRand(t)
 	w := buildWorkload(t, rng, workloadSpec{n: size(600), lookupRefunds: 200, shippedFrac: 0.3})
@@ -343,13 +346,37 @@ func TestPandaPonOutageOutlastingTheDeliveryBudget(t *testing.T) {
 		openings      = 16
 	)
 	b := connectBus(t, ns.URL, 1)
-	c := startConsumer(t, "consumer", consumerEnv(ns.URL, sb.URL,
+	env := consumerEnv(ns.URL, sb.URL,
 		fmt.Sprintf("PANDABRIDGE_MAX_DELIVERIES=%d", maxDeliveries),
-		"PANDAPON_BREAKER_FAILURES=5", "PANDAPON_BREAKER_OPEN_TIMEOUT="+openTimeout.String(), "PANDAPON_MAX_RETRIES=0"))
+		"PANDAPON_BREAKER_FAILURES=5", "PANDAPON_BREAKER_OPEN_TIMEOUT="+openTimeout.String(), "PANDAPON_MAX_RETRIES=0")
+	c := startConsumer(t, "consumer", env)
 	c.waitConsuming(20 * time.Second)
 	sb.SetFaults(sandbox.Faults{ServerErrorRate: 1})
 	start := time.Now()
 	b.publish(t, w.inputs)
+	waitOpened := func(n int) {
+		t.Helper()
+		testkit.Eventually(t, time.Minute, every(20*time.Millisecond, func() bool { return c.count(circuitOpenLine) >= n }),
+			"the circuit breaker to open %d times", n)
+	}
+	waitOpened(2)
+	replicaRetries := 0
+	for i := range 3 {
+		r := startConsumer(t, fmt.Sprintf("replica#%d", i+1), env)
+		r.waitConsuming(20 * time.Second)
+		began := time.Now()
+		waitOpened(c.count(circuitOpenLine) + 2) // about a second of outage
+		if code, _ := r.terminate(10 * time.Second); code != 0 {
+			t.Errorf("%s exited %d after SIGTERM", r.name, code)
+		}
+		// One input at a time, the next an open timeout after a failure.
+		retries := r.outcome("retry")
+		if limit := int(time.Since(began)/openTimeout) + 2; retries > limit {
+			t.Errorf("%s, started during the outage, failed %d inputs in %s, want at most %d: it pulled a batch before PandaPon had answered it",
+				r.name, retries, time.Since(began).Round(10*time.Millisecond), limit)
+		}
+		replicaRetries += retries
+	}
 	testkit.Eventually(t, time.Minute, every(20*time.Millisecond, func() bool {
 		if c.count(circuitOpenLine) >= openings {
 			return true
@@ -367,8 +394,9 @@ func TestPandaPonOutageOutlastingTheDeliveryBudget(t *testing.T) {
 	// A delivery after an input's first needs a pull, and while the
 	// breaker is open or probing a pull is one probe: at most opened−1 of
 	// them failed (each failure reopened the breaker), plus up to the
-	// breaker's 5 failures of redeliveries pulled before it first opened.
-	if limit := (opened-1+5)/(maxDeliveries-1) + 1; f.spent > limit {
+	// breaker's 5 failures of redeliveries pulled before it first opened,
+	// plus the inputs the replicas failed.
+	if limit := (opened-1+5+replicaRetries)/(maxDeliveries-1) + 1; f.spent > limit {
 		t.Errorf("%d inputs dead-lettered during an outage with %d breaker openings, want at most %d: inputs were pulled while the breaker was open",
 			f.spent, opened, limit)
 	}
@@ -377,8 +405,8 @@ func TestPandaPonOutageOutlastingTheDeliveryBudget(t *testing.T) {
 	}
 	st := sb.Stats()
 	f.recover = longestGap(outs, start.Add(outage))
-	f.extra = fmt.Sprintf("outage=%s opened=%d spent=%d failed_requests=%d elapsed=%s",
-		outage.Round(100*time.Millisecond), opened, f.spent, st.FaultsInjected[sandbox.FaultServerError],
+	f.extra = fmt.Sprintf("outage=%s opened=%d replica_failures=%d spent=%d failed_requests=%d elapsed=%s",
+		outage.Round(100*time.Millisecond), opened, replicaRetries, f.spent, st.FaultsInjected[sandbox.FaultServerError],
 		time.Since(start).Round(100*time.Millisecond))
 	report(t, f)
 }

@@ -436,6 +436,7 @@ type consumer struct {
 	mu           sync.Mutex
 	lines        []string       // lines other than "handled", for the failure dump
 	handled      map[string]int // event_id → "handled" lines saying published or dead-lettered
+	outcomes     map[string]int // outcome → "handled" lines saying it
 	nHandled     int
 	firstHandled time.Time
 	addr         string
@@ -469,7 +470,7 @@ func consumerEnv(natsURL, sandboxURL string, over ...string) []string {
 
 func startConsumer(t *testing.T, name string, env []string) *consumer {
 	t.Helper()
-	c := &consumer{t: t, name: name, cmd: exec.Command(consumerBin), done: make(chan struct{}), handled: map[string]int{}}
+	c := &consumer{t: t, name: name, cmd: exec.Command(consumerBin), done: make(chan struct{}), handled: map[string]int{}, outcomes: map[string]int{}}
 	c.cmd.Env = env
 	r, w := io.Pipe()
 	c.cmd.Stdout, c.cmd.Stderr = w, w
@@ -509,6 +510,7 @@ func (c *consumer) follow(r io.Reader) {
 		now := time.Now()
 		c.mu.Lock()
 		if m := handledLine.FindStringSubmatch(l); m != nil {
+			c.outcomes[m[2]]++
 			if m[1] == "" || (m[2] != "published" && m[2] != "dead_lettered") {
 				// Not done, or not a CloudEvent (no id: the dead-letter
 				// stream is the record of those).
@@ -534,6 +536,13 @@ func (c *consumer) follow(r io.Reader) {
 		c.mu.Unlock()
 	}
 	_, _ = io.Copy(io.Discard, r)
+}
+
+// outcome is how many "handled" lines so far said outcome (retry, ...).
+func (c *consumer) outcome(outcome string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.outcomes[outcome]
 }
 
 // circuitOpenLine is in the consumer's log line for each opening of

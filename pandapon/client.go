@@ -198,6 +198,12 @@ type Client struct {
 	breaker *gobreaker.CircuitBreaker[*Response]
 	// circuitGen counts the breaker's changes of state.
 	circuitGen atomic.Uint64
+	// For Admit before PandaPon's first answer: calls through the breaker
+	// started and done, whether one was answered, and when a next input
+	// may go after a failure (unix ns).
+	callsStarted, callsDone atomic.Uint64
+	answered                atomic.Bool
+	firstRetryAt            atomic.Int64
 	// probeMu guards lastProbe, the last probe Admit let through.
 	probeMu           sync.Mutex
 	lastProbe         probeAdmission
@@ -340,10 +346,13 @@ func (c *Client) Call(ctx context.Context, ep Endpoint, pathSuffix string, query
 	if c.breaker == nil {
 		resp, err = c.call(ctx, st, pathSuffix, query, body)
 	} else {
+		c.callsStarted.Add(1)
 		resp, err = c.breaker.Execute(func() (*Response, error) { return c.call(ctx, st, pathSuffix, query, body) })
 		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 			err = &TransientError{Endpoint: ep.String(), RetryAfter: c.cfg.Breaker.OpenTimeout, Err: ErrCircuitOpen}
 		}
+		c.noteOutcome(err)
+		c.callsDone.Add(1)
 	}
 	outcome, code := outcomeOf(err)
 	if c.cfg.Observer != nil {

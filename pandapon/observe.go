@@ -77,31 +77,36 @@ func (c *Client) CircuitState() string {
 // How Admit waits: it asks the breaker every admitPoll while it is open or
 // probing, and holds a probe slot for an input it admitted until that
 // input's call reaches the breaker, or for probeStartTimeout (an input
-// admitted may never call PandaPon: the pull found nothing, the input was
-// invalid, or it waits behind another input of its refund).
+// admitted may never call PandaPon: the input was invalid, or it waits
+// behind another input of its refund).
 const (
 	admitPoll         = 100 * time.Millisecond
 	probeStartTimeout = 5 * time.Second
 )
 
 // Admit tells whoever feeds the client work how much to start now, so that
-// work is not taken on only to be refused by an open circuit breaker. It
-// returns math.MaxInt (no limit) at once while the breaker is closed or
-// disabled. While the breaker is open it waits, until the OpenTimeout has
-// passed and the breaker lets probes through; then it returns 1 for each
-// free probe slot (BreakerConfig.HalfOpenRequests), one at a time, and
-// waits otherwise, until a probe's success closes the breaker or its
-// failure opens it again. It returns 0 only when ctx ends.
+// work is not taken on only to be refused by an open circuit breaker or to
+// fail against a PandaPon that is down. Admit and Release make the Client
+// a pull.Gate.
 //
-// An admitted probe holds its slot until a call reaches the breaker, or
-// for 5 s: a pull that found nothing keeps the next probe waiting that
-// long. Calls are not told apart, so with more than one probe slot a probe
-// making two calls (a return.shipped queries, then submits) can let one
-// input too many through, which the breaker refuses.
+//   - Closed breaker (or none), after a first call PandaPon answered:
+//     math.MaxInt (no limit), at once.
+//   - Closed breaker before any call was answered (a process just
+//     started, PandaPon perhaps down): 1, one at a time, as if the breaker
+//     were half-open. The next is admitted once that call has succeeded
+//     (then no limit) or failed (then after the OpenTimeout, as a probe of
+//     an open breaker would be), so a replica started during an outage
+//     does not take a batch of inputs only to fail them.
+//   - Open: it waits until the OpenTimeout has passed.
+//   - Half-open: 1 for each free probe slot (BreakerConfig.HalfOpenRequests),
+//     one at a time, until a probe's success closes the breaker or its
+//     failure opens it again.
 //
-// The consumer asks before each pull from JetStream: while PandaPon is
-// down, inputs wait in the stream instead of being delivered, refused and
-// redelivered until their delivery budget is used up.
+// It returns 0 only when ctx ends. An admitted probe holds its slot until a
+// call reaches the breaker, Release gives it back, or 5 s pass. Calls are
+// not told apart, so with more than one probe slot a probe making two
+// calls (a return.shipped queries, then submits) can let one input too
+// many through, which the breaker refuses.
 func (c *Client) Admit(ctx context.Context) int {
 	if c.breaker == nil {
 		return math.MaxInt
@@ -119,7 +124,12 @@ func (c *Client) Admit(ctx context.Context) int {
 		}
 		switch state {
 		case gobreaker.StateClosed:
-			return math.MaxInt
+			if c.answered.Load() {
+				return math.MaxInt
+			}
+			if c.admitFirst() {
+				return 1
+			}
 		case gobreaker.StateHalfOpen:
 			if c.admitProbe(gen, counts) {
 				return 1
@@ -139,11 +149,30 @@ func (c *Client) Admit(ctx context.Context) int {
 	}
 }
 
+// Release gives back admissions whose inputs will not call PandaPon
+// (n > 0): the pull found nothing, or the input was settled without
+// handling (invalid). A probe admitted for it is no longer waited for.
+func (c *Client) Release(n int) {
+	if n <= 0 {
+		return
+	}
+	c.probeMu.Lock()
+	c.lastProbe = probeAdmission{}
+	c.probeMu.Unlock()
+}
+
 // probeAdmission is the last probe Admit let through.
 type probeAdmission struct {
+	first bool      // before any answer (admitFirst), not half-open
 	gen   uint64    // circuitGen when admitted
-	calls uint32    // calls the breaker had counted then
+	calls uint64    // calls counted then (the breaker's, or callsStarted)
 	at    time.Time // when
+}
+
+// pending reports whether p, admitted in gen, has not called yet although
+// calls were counted then.
+func (p probeAdmission) pending(first bool, gen, calls uint64, timeout time.Duration) bool {
+	return !p.at.IsZero() && p.first == first && p.gen == gen && calls <= p.calls && time.Since(p.at) < timeout
 }
 
 // admitProbe reports whether the half-open breaker of state change gen,
@@ -152,15 +181,49 @@ func (c *Client) admitProbe(gen uint64, counts gobreaker.Counts) bool {
 	c.probeMu.Lock()
 	defer c.probeMu.Unlock()
 	calls := counts.Requests - min(counts.TotalExclusions, counts.Requests) // as gobreaker counts them
-	last := c.lastProbe
-	if last.gen == gen && calls <= last.calls && time.Since(last.at) < c.probeStartTimeout {
-		return false // the last probe admitted has not called yet
+	if c.lastProbe.pending(false, gen, uint64(calls), c.probeStartTimeout) {
+		return false
 	}
 	if calls >= max(c.cfg.Breaker.HalfOpenRequests, 1) {
 		return false
 	}
-	c.lastProbe = probeAdmission{gen: gen, calls: calls, at: time.Now()}
+	c.lastProbe = probeAdmission{gen: gen, calls: uint64(calls), at: time.Now()}
 	return true
+}
+
+// admitFirst reports whether a client no call of which PandaPon has
+// answered yet may let one more input through, and if so records it: not
+// while a call runs or an admitted input has not called, nor within the
+// OpenTimeout after a failure.
+func (c *Client) admitFirst() bool {
+	c.probeMu.Lock()
+	defer c.probeMu.Unlock()
+	if time.Now().UnixNano() < c.firstRetryAt.Load() {
+		return false
+	}
+	started := c.callsStarted.Load()
+	if started != c.callsDone.Load() {
+		return false
+	}
+	if c.lastProbe.pending(true, 0, started, c.probeStartTimeout) {
+		return false
+	}
+	c.lastProbe = probeAdmission{first: true, calls: started, at: time.Now()}
+	return true
+}
+
+// noteOutcome records what a call through the breaker says about
+// PandaPon: answered (a success or a business error) ends Admit's
+// one-at-a-time start; a transient failure before any answer holds the
+// next input back for the OpenTimeout.
+func (c *Client) noteOutcome(err error) {
+	switch {
+	case err == nil || !errors.Is(err, ErrTransient):
+		c.answered.Store(true)
+	case errors.Is(err, context.Canceled), errors.Is(err, ErrCircuitOpen):
+	case !c.answered.Load():
+		c.firstRetryAt.Store(time.Now().Add(c.cfg.Breaker.OpenTimeout).UnixNano())
+	}
 }
 
 // newBreaker returns the breaker of cfg (nil when disabled); changed is

@@ -154,8 +154,8 @@ func TestAdmitFollowsTheCircuitBreaker(t *testing.T) {
 		defer cancel()
 		return c.Admit(ctx)
 	}
-	if n := admitWithin(time.Second); n != math.MaxInt {
-		t.Fatalf("closed breaker: Admit = %d, want math.MaxInt", n)
+	if n := admitWithin(time.Second); n != 1 {
+		t.Fatalf("closed breaker before any answer: Admit = %d, want 1", n)
 	}
 	for range 2 {
 		c.QueryRefund(ctx, "1")
@@ -204,6 +204,60 @@ func TestAdmitFollowsTheCircuitBreaker(t *testing.T) {
 	}
 	if n := len(rs.seen()); n != 4 {
 		t.Errorf("PandaPon received %d requests, want 4 (2 failures, a failed probe, a successful one)", n)
+	}
+}
+
+// TestAdmitStartsOneAtATime: before PandaPon has answered any call, Admit
+// lets one input through at a time: the next once the first has called
+// and its call ended, or was given back; after a failure only when the
+// open timeout has passed; no limit once a call was answered.
+func TestAdmitStartsOneAtATime(t *testing.T) {
+	const open = 300 * time.Millisecond
+	rs := newRecordingServer(t, reply{status: 503}, reply{status: 200, body: okQuery, hang: 400 * time.Millisecond})
+	c := newTestClient(t, rs.URL, func(c *Config) {
+		c.MaxRetries = -1
+		c.Breaker = BreakerConfig{ConsecutiveFailures: 5, OpenTimeout: open}
+	})
+	ctx := context.Background()
+	admitWithin := func(d time.Duration) int {
+		ctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return c.Admit(ctx)
+	}
+	if n := admitWithin(time.Second); n != 1 {
+		t.Fatalf("a new client: Admit = %d, want 1", n)
+	}
+	if n := admitWithin(c.probeStartTimeout / 10); n != 0 {
+		t.Fatalf("while the first input admitted has not called: Admit = %d, want 0", n)
+	}
+	c.Release(1) // the pull found nothing
+	if n := admitWithin(admitPoll / 2); n != 1 {
+		t.Fatalf("after Release: Admit = %d, want 1 at once", n)
+	}
+	if _, err := c.QueryRefund(ctx, "1"); err == nil {
+		t.Fatal("the first call should fail (503)")
+	}
+	failed := time.Now()
+	if n := admitWithin(open / 2); n != 0 {
+		t.Fatalf("right after the first call failed: Admit = %d, want 0", n)
+	}
+	if n := admitWithin(5 * time.Second); n != 1 {
+		t.Fatalf("after the open timeout: Admit = %d, want 1", n)
+	}
+	if waited := time.Since(failed); waited < open {
+		t.Errorf("an input was admitted %s after the first call failed, before the open timeout %s", waited, open)
+	}
+	answered := make(chan error, 1)
+	go func() { _, err := c.QueryRefund(ctx, "1"); answered <- err }() // answered after 400 ms
+	waitFor(t, "the call to reach PandaPon", func() bool { return len(rs.seen()) == 2 })
+	if n := admitWithin(200 * time.Millisecond); n != 0 {
+		t.Fatalf("while the call runs: Admit = %d, want 0", n)
+	}
+	if err := <-answered; err != nil {
+		t.Fatalf("the second call should succeed: %v", err)
+	}
+	if n := admitWithin(admitPoll / 2); n != math.MaxInt {
+		t.Fatalf("after an answer: Admit = %d, want math.MaxInt at once", n)
 	}
 }
 

@@ -141,14 +141,13 @@ type Config struct {
 	// TracerProvider traces each handling as a consumer span continuing the
 	// input's traceparent (nil: no tracing, no cost).
 	TracerProvider trace.TracerProvider
-	// Admit, when set, is asked before each pull how many inputs may be
-	// pulled now, and may block while none may (pull.Options.Admit). The
-	// consumer passes the PandaPon client's Admit: while PandaPon's circuit
-	// breaker is open nothing is pulled, so inputs wait in the stream
-	// instead of using up MaxDeliveries on refusals, and then one input at
-	// a time is pulled as the breaker's probe. nil: pulls are bounded by
-	// free slots only.
-	Admit func(ctx context.Context) int
+	// Gate, when set, paces the pulls beyond free slots (pull.Gate). The
+	// consumer passes the PandaPon client: while PandaPon's circuit breaker
+	// is open nothing is pulled, so inputs wait in the stream instead of
+	// using up MaxDeliveries on refusals, and one input at a time is pulled
+	// as a probe while it is half-open and until a first call succeeds.
+	// nil: pulls are bounded by free slots only.
+	Gate pull.Gate
 }
 
 func (c *Config) setDefaults() {
@@ -335,7 +334,7 @@ func (p *Pipeline) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 		MaxBatch: 256,
 		MinBatch: p.cfg.MaxInFlight / 4,
 		Logger:   p.log.With("stream", p.cfg.Topology.InputStream),
-		Admit:    p.cfg.Admit,
+		Gate:     p.cfg.Gate,
 	}, p.accept)
 }
 
@@ -683,6 +682,14 @@ var (
 	settledHandedBack   = settlement{outcome: "handed_back", level: slog.LevelInfo}
 )
 
+// release tells the Gate that an input it may have admitted as a probe is
+// settled without calling PandaPon, so that the next need not wait for it.
+func (p *Pipeline) release() {
+	if p.cfg.Gate != nil {
+		p.cfg.Gate.Release(1)
+	}
+}
+
 // settle handles one input. It either settles it (acks, naks or
 // dead-letters it and returns how) or, when outputs were published
 // asynchronously, returns them as pending for the acker.
@@ -692,9 +699,11 @@ func (p *Pipeline) settle(j *job) (*pending, settlement) {
 		return nil, settledHandedBack.with(slog.String("reason", "shutdown before it started"))
 	}
 	if j.invalid != nil {
+		p.release()
 		return nil, p.deadLetter(j, "invalid", "invalid input: "+j.invalid.Error())
 	}
 	if d := p.deliveries(j); d > p.cfg.MaxDeliveries {
+		p.release()
 		return nil, p.deadLetter(j, "max_deliveries", fmt.Sprintf(
 			"delivered %d times (limit %d) without being settled; the consumer may have died while handling it", d, p.cfg.MaxDeliveries))
 	}

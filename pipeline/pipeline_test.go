@@ -405,6 +405,38 @@ func TestInvalidInputsAreDeadLetteredAtOnceAndDoNotBlock(t *testing.T) {
 	}
 }
 
+// TestGatedStartDoesNotWaitOnInvalidInputs: with the PandaPon client as
+// its Gate, a consumer that has had no answer from PandaPon yet pulls one
+// input at a time, each waiting for the one before to call PandaPon. An
+// invalid input never calls: the pipeline gives its admission back, so a
+// backlog of them is dead-lettered at once instead of holding each next
+// input for the probe start timeout (5 s each).
+func TestGatedStartDoesNotWaitOnInvalidInputs(t *testing.T) {
+	e := start(t, func(_ *pipeline.Config, _ *sandbox.Options, cc *pandapon.Config) {
+		cc.Breaker = pandapon.BreakerConfig{ConsecutiveFailures: 5}
+	})
+	e.stop() // to start again with the gate, the backlog waiting
+	const invalid = 5
+	for i := range invalid {
+		m := nats.NewMsg("pandapon.refund.lookup.requested")
+		m.Header = nats.Header{"ce-specversion": {"1.0"}, "ce-id": {fmt.Sprint("bad-", i)}, "ce-source": {"erp"}, "ce-type": {"refund.deleted"}}
+		m.Data = []byte(`{"refundId":"1"}`)
+		testkit.PublishMsg(t, e.js, m)
+	}
+	valid := testkit.Lookup("110002687818")
+	e.publish(valid)
+	started := time.Now()
+	e.run(&handlers.Handler{PandaPon: e.client, Subjects: e.topo.Subjects}, pipeline.Config{
+		Topology: e.topo, Concurrency: 8, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, Gate: e.client})
+	e.outputFor(valid.ID())
+	if took := time.Since(started); took > 4*time.Second {
+		t.Errorf("the valid input behind %d invalid ones was answered after %s: invalid inputs held the gate", invalid, took)
+	}
+	if n := len(e.dlq.WaitN(t, invalid, 10*time.Second)); n != invalid {
+		t.Errorf("%d dead letters, want %d", n, invalid)
+	}
+}
+
 // recordingHandler wraps the real handler to observe concurrency.
 type recordingHandler struct {
 	next     pipeline.Handler

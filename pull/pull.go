@@ -47,11 +47,23 @@ type Options struct {
 	Wait time.Duration
 	// Logger receives a warning per failed pull (default: discard).
 	Logger *slog.Logger
-	// Admit, when set, is asked before each pull (holding one slot) how
-	// many messages may be pulled now; the pull takes at most that many.
-	// It may block while none may, and must return at least 1 unless ctx
-	// has ended. nil: MaxBatch.
-	Admit func(ctx context.Context) int
+	// Gate, when set, paces the pulls (nil: MaxBatch each).
+	Gate Gate
+}
+
+// Gate paces Loop's pulls by something other than free slots: the consumer
+// passes the PandaPon client, which admits nothing while its circuit
+// breaker is open and one input at a time while it probes.
+type Gate interface {
+	// Admit is asked before each pull, while Loop holds one slot, how many
+	// messages may be pulled now; the pull takes at most that many. It may
+	// block while none may, and returns at least 1 unless ctx has ended.
+	Admit(ctx context.Context) int
+	// Release gives back n admissions whose messages will not do the
+	// gated work: Loop calls it after a pull that brought fewer messages
+	// than Admit allowed (a probe the pull found nothing for); the caller
+	// may for a message it settles without doing it (an invalid input).
+	Release(n int)
 }
 
 // Loop pulls from cons until ctx ends and passes each message to accept,
@@ -80,8 +92,8 @@ func Loop(ctx context.Context, cons jetstream.Consumer, o Options, accept func(j
 			return
 		}
 		limit := o.MaxBatch
-		if o.Admit != nil {
-			limit = min(o.Admit(ctx), o.MaxBatch)
+		if o.Gate != nil {
+			limit = min(o.Gate.Admit(ctx), o.MaxBatch)
 			if limit < 1 || ctx.Err() != nil {
 				<-o.Slots
 				continue
@@ -121,6 +133,9 @@ func Loop(ctx context.Context, cons jetstream.Consumer, o Options, accept func(j
 		}
 		for range n - got {
 			<-o.Slots
+		}
+		if o.Gate != nil && got < limit {
+			o.Gate.Release(limit - got)
 		}
 		if err != nil && ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 			o.Logger.Warn("pulling messages, will retry", "error", err, "retry_in", errWait)

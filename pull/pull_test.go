@@ -14,6 +14,15 @@ import (
 	"github.com/pandabridge/pandabridge/pull"
 )
 
+// testGate is a pull.Gate of functions; unused adds up what Release is told.
+type testGate struct {
+	admit  func(context.Context) int
+	unused *atomic.Int64
+}
+
+func (g testGate) Admit(ctx context.Context) int { return g.admit(ctx) }
+func (g testGate) Release(n int)                 { g.unused.Add(int64(n)) }
+
 // consumerOf returns a durable pull consumer of a new stream on an embedded
 // server, holding n messages on subjects s.0 … s.<n-1>.
 func consumerOf(ctx context.Context, t *testing.T, n int) jetstream.Consumer {
@@ -85,8 +94,8 @@ func TestLoopPullsNoMoreThanAdmitted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cons := consumerOf(ctx, t, n)
-	held := make(chan struct{}, n)
-	var seen atomic.Int64
+	held := make(chan struct{}, n+1) // +1: the slot Loop holds while asking Admit
+	var seen, unused atomic.Int64
 	asked := make(chan int64) // Admit sends how many were seen when asked
 	grants := make(chan int)  // and returns what the test sends back
 	loopCtx, stop := context.WithCancel(ctx)
@@ -94,7 +103,7 @@ func TestLoopPullsNoMoreThanAdmitted(t *testing.T) {
 	go func() {
 		defer close(done)
 		pull.Loop(loopCtx, cons, pull.Options{Slots: held, MaxBatch: 10, MinBatch: 4,
-			Admit: func(ctx context.Context) int {
+			Gate: testGate{admit: func(ctx context.Context) int {
 				select {
 				case asked <- seen.Load():
 				case <-ctx.Done():
@@ -106,23 +115,27 @@ func TestLoopPullsNoMoreThanAdmitted(t *testing.T) {
 				case <-ctx.Done():
 					return 0
 				}
-			}}, func(m jetstream.Msg) {
+			}, unused: &unused}}, func(m jetstream.Msg) {
 			seen.Add(1) // and keep its slot: Loop sees a busy caller
 			_ = m.Ack()
 		})
 	}()
 	want := int64(0)
-	for _, grant := range []int{1, 1, 3, 100} { // 100: more than MaxBatch
+	// 100: more than MaxBatch; the last 10 find only the 5 left.
+	for _, grant := range []int{1, 1, 3, 100, 10, 10} {
 		if got := <-asked; got != want {
 			t.Fatalf("Admit asked with %d messages pulled, want %d", got, want)
 		}
 		grants <- grant
-		want += int64(min(grant, 10))
+		want = min(want+int64(min(grant, 10)), n)
 	}
 	// Loop is back in Admit only after handing over the whole pull: by
-	// then exactly what was granted has arrived (the stream holds more).
+	// then exactly what was granted has arrived.
 	if got := <-asked; got != want {
-		t.Fatalf("%d messages pulled after grants of 1, 1, 3 and 100 (MaxBatch 10), want %d", got, want)
+		t.Fatalf("%d messages pulled after grants of 1, 1, 3, 100, 10 and 10 (MaxBatch 10, %d stored), want %d", got, n, want)
+	}
+	if got := unused.Load(); got != 5 {
+		t.Errorf("Release was told of %d admissions not used, want 5 (the last pull of 10 found 5)", got)
 	}
 	stop() // while Admit blocks
 	select {

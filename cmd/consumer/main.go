@@ -232,7 +232,7 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 		Metrics:        metrics,
 		OnPublished:    onPublished,
 		TracerProvider: tp,
-		Admit:          client.Admit,
+		Gate:           client,
 	})
 	if err != nil {
 		return err
@@ -255,7 +255,7 @@ func serve(ctx context.Context, cfg Config, dev devOptions, log *slog.Logger) er
 }
 
 // circuitLogger logs the PandaPon circuit breaker's changes, which also
-// pause and resume pulling inputs (pipeline.Config.Admit), and passes every
+// pause and resume pulling inputs (pipeline.Config.Gate), and passes every
 // observation on.
 type circuitLogger struct {
 	pandapon.Observer

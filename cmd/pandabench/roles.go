@@ -437,7 +437,7 @@ func runInProcess(ctx context.Context, cfg roleConfig) error {
 		Logger:         log,
 		Metrics:        metrics,
 		TracerProvider: tp,
-		Admit:          client.Admit,
+		Gate:           client,
 	})
 	if err != nil {
 		return err
