@@ -136,6 +136,28 @@ func TestCircuitBreakerClosesAfterSuccessfulProbe(t *testing.T) {
 	}
 }
 
+// admitWithin is c.Admit with a context ending after d.
+func admitWithin(c *Client, d time.Duration) int {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return c.Admit(ctx)
+}
+
+// admitsAfterOpenTimeout checks that c admits nothing right after what
+// happened at since, and then one input, no sooner than open after it.
+func admitsAfterOpenTimeout(t *testing.T, c *Client, since time.Time, open time.Duration, what string) {
+	t.Helper()
+	if n := admitWithin(c, open/4); n != 0 {
+		t.Fatalf("right after %s: Admit = %d, want 0", what, n)
+	}
+	if n := admitWithin(c, 10*time.Second); n != 1 {
+		t.Fatalf("after %s and the open timeout: Admit = %d, want 1", what, n)
+	}
+	if waited := time.Since(since); waited < open {
+		t.Errorf("an input was admitted %s after %s, before the open timeout %s", waited, what, open)
+	}
+}
+
 // TestAdmitFollowsTheCircuitBreaker: no limit while the breaker is closed;
 // while it is open nothing, until the open timeout has passed; then one
 // probe, and no other until that one calls PandaPon or its start timeout
@@ -149,34 +171,20 @@ func TestAdmitFollowsTheCircuitBreaker(t *testing.T) {
 	})
 	c.probeStartTimeout = 400 * time.Millisecond
 	ctx := context.Background()
-	admitWithin := func(d time.Duration) int {
-		ctx, cancel := context.WithTimeout(ctx, d)
-		defer cancel()
-		return c.Admit(ctx)
-	}
-	if n := admitWithin(time.Second); n != 1 {
+	if n := admitWithin(c, time.Second); n != 1 {
 		t.Fatalf("closed breaker before any answer: Admit = %d, want 1", n)
 	}
 	for range 2 {
 		c.QueryRefund(ctx, "1")
 	}
-	tripped := time.Now()
-	if n := admitWithin(open / 4); n != 0 {
-		t.Fatalf("open breaker, ctx ending first: Admit = %d, want 0", n)
-	}
-	if n := admitWithin(10 * time.Second); n != 1 {
-		t.Fatalf("after the open timeout: Admit = %d, want 1 probe", n)
-	}
-	if waited := time.Since(tripped); waited < open {
-		t.Errorf("a probe was admitted %s after the breaker opened, before its open timeout %s", waited, open)
-	}
+	admitsAfterOpenTimeout(t, c, time.Now(), open, "the breaker opened")
 	admitted := time.Now()
-	if n := admitWithin(c.probeStartTimeout / 2); n != 0 {
+	if n := admitWithin(c, c.probeStartTimeout/2); n != 0 {
 		t.Fatalf("a second probe while the first has not called: Admit = %d, want 0", n)
 	}
 	// The first never calls (as if the pull found nothing): after the
 	// start timeout another probe is admitted.
-	if n := admitWithin(10 * time.Second); n != 1 {
+	if n := admitWithin(c, 10*time.Second); n != 1 {
 		t.Fatalf("after the probe start timeout: Admit = %d, want 1 probe", n)
 	}
 	if waited := time.Since(admitted); waited < c.probeStartTimeout {
@@ -190,7 +198,7 @@ func TestAdmitFollowsTheCircuitBreaker(t *testing.T) {
 	}
 	probeFailed := time.Now()
 	c.probeStartTimeout = 5 * time.Second
-	if n := admitWithin(open + 2*time.Second); n != 1 {
+	if n := admitWithin(c, open+2*time.Second); n != 1 {
 		t.Fatalf("after the breaker opened again: Admit = %d, want 1 probe", n)
 	}
 	if waited := time.Since(probeFailed); waited < open {
@@ -199,7 +207,7 @@ func TestAdmitFollowsTheCircuitBreaker(t *testing.T) {
 	if _, err := c.QueryRefund(ctx, "1"); err != nil {
 		t.Fatalf("the probe should succeed: %v", err)
 	}
-	if n := admitWithin(admitPoll / 2); n != math.MaxInt {
+	if n := admitWithin(c, admitPoll/2); n != math.MaxInt {
 		t.Fatalf("after a successful probe: Admit = %d, want math.MaxInt at once", n)
 	}
 	if n := len(rs.seen()); n != 4 {
@@ -219,44 +227,30 @@ func TestAdmitStartsOneAtATime(t *testing.T) {
 		c.Breaker = BreakerConfig{ConsecutiveFailures: 5, OpenTimeout: open}
 	})
 	ctx := context.Background()
-	admitWithin := func(d time.Duration) int {
-		ctx, cancel := context.WithTimeout(ctx, d)
-		defer cancel()
-		return c.Admit(ctx)
-	}
-	if n := admitWithin(time.Second); n != 1 {
+	if n := admitWithin(c, time.Second); n != 1 {
 		t.Fatalf("a new client: Admit = %d, want 1", n)
 	}
-	if n := admitWithin(c.probeStartTimeout / 10); n != 0 {
+	if n := admitWithin(c, c.probeStartTimeout/10); n != 0 {
 		t.Fatalf("while the first input admitted has not called: Admit = %d, want 0", n)
 	}
 	c.Release(1) // the pull found nothing
-	if n := admitWithin(admitPoll / 2); n != 1 {
+	if n := admitWithin(c, admitPoll/2); n != 1 {
 		t.Fatalf("after Release: Admit = %d, want 1 at once", n)
 	}
 	if _, err := c.QueryRefund(ctx, "1"); err == nil {
 		t.Fatal("the first call should fail (503)")
 	}
-	failed := time.Now()
-	if n := admitWithin(open / 2); n != 0 {
-		t.Fatalf("right after the first call failed: Admit = %d, want 0", n)
-	}
-	if n := admitWithin(5 * time.Second); n != 1 {
-		t.Fatalf("after the open timeout: Admit = %d, want 1", n)
-	}
-	if waited := time.Since(failed); waited < open {
-		t.Errorf("an input was admitted %s after the first call failed, before the open timeout %s", waited, open)
-	}
+	admitsAfterOpenTimeout(t, c, time.Now(), open, "the first call failed")
 	answered := make(chan error, 1)
 	go func() { _, err := c.QueryRefund(ctx, "1"); answered <- err }() // answered after 400 ms
 	waitFor(t, "the call to reach PandaPon", func() bool { return len(rs.seen()) == 2 })
-	if n := admitWithin(200 * time.Millisecond); n != 0 {
+	if n := admitWithin(c, 200*time.Millisecond); n != 0 {
 		t.Fatalf("while the call runs: Admit = %d, want 0", n)
 	}
 	if err := <-answered; err != nil {
 		t.Fatalf("the second call should succeed: %v", err)
 	}
-	if n := admitWithin(admitPoll / 2); n != math.MaxInt {
+	if n := admitWithin(c, admitPoll/2); n != math.MaxInt {
 		t.Fatalf("after an answer: Admit = %d, want math.MaxInt at once", n)
 	}
 }
@@ -275,24 +269,19 @@ func TestAdmitHoldsProbeSlots(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var probes sync.WaitGroup
 	defer func() { cancel(); probes.Wait() }()
-	admitWithin := func(d time.Duration) int {
-		ctx, cancel := context.WithTimeout(ctx, d)
-		defer cancel()
-		return c.Admit(ctx)
-	}
 	for range 2 {
 		c.QueryRefund(ctx, "1")
 	}
 	for i, within := range []time.Duration{5 * time.Second, c.probeStartTimeout / 2} {
 		// The second within less than the start timeout: its slot is
 		// free because the first probe called, not because time passed.
-		if n := admitWithin(within); n != 1 {
+		if n := admitWithin(c, within); n != 1 {
 			t.Fatalf("probe %d: Admit = %d, want 1 within %s", i+1, n, within)
 		}
 		probes.Go(func() { c.QueryRefund(ctx, "1") }) // hangs at PandaPon
 		waitFor(t, "the probe to reach PandaPon", func() bool { return len(rs.seen()) == 3+i })
 	}
-	if n := admitWithin(3 * c.probeStartTimeout); n != 0 {
+	if n := admitWithin(c, 3*c.probeStartTimeout); n != 0 {
 		t.Errorf("both probe slots taken by running calls: Admit = %d, want 0", n)
 	}
 }
