@@ -199,10 +199,11 @@ type Client struct {
 	// circuitGen counts the breaker's changes of state.
 	circuitGen atomic.Uint64
 	// For Admit before PandaPon's first answer: calls through the breaker
-	// started and done, whether one was answered, and when a next input
-	// may go after a failure (unix ns).
+	// started and done, whether one was answered, failures in a row before
+	// that, and when a next input may go after a failure (unix ns).
 	callsStarted, callsDone atomic.Uint64
 	answered                atomic.Bool
+	firstFailures           atomic.Int64
 	firstRetryAt            atomic.Int64
 	// probeMu guards lastProbe, the last probe Admit let through.
 	probeMu           sync.Mutex
@@ -346,19 +347,34 @@ func (c *Client) Call(ctx context.Context, ep Endpoint, pathSuffix string, query
 	if c.breaker == nil {
 		resp, err = c.call(ctx, st, pathSuffix, query, body)
 	} else {
-		c.callsStarted.Add(1)
-		resp, err = c.breaker.Execute(func() (*Response, error) { return c.call(ctx, st, pathSuffix, query, body) })
+		resp, err = c.callThroughBreaker(func() (*Response, error) { return c.call(ctx, st, pathSuffix, query, body) })
 		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 			err = &TransientError{Endpoint: ep.String(), RetryAfter: c.cfg.Breaker.OpenTimeout, Err: ErrCircuitOpen}
 		}
-		c.noteOutcome(err)
-		c.callsDone.Add(1)
 	}
 	outcome, code := outcomeOf(err)
 	if c.cfg.Observer != nil {
 		c.cfg.Observer.CallDone(ep, outcome, code, time.Since(start), st.attempts)
 	}
 	endSpan(span, outcome, st.attempts, err)
+	return resp, err
+}
+
+// callThroughBreaker runs call through the breaker, counting it for
+// Admit: started, what its outcome says of PandaPon (noteOutcome), done.
+// A call that panics is counted done, its outcome unknown.
+func (c *Client) callThroughBreaker(call func() (*Response, error)) (*Response, error) {
+	c.callsStarted.Add(1)
+	noted := false
+	defer func() {
+		if !noted {
+			c.callsDone.Add(1)
+		}
+	}()
+	resp, err := c.breaker.Execute(call)
+	c.noteOutcome(err) // before callsDone: Admit reads them the other way round
+	c.callsDone.Add(1)
+	noted = true
 	return resp, err
 }
 

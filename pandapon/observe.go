@@ -76,12 +76,14 @@ func (c *Client) CircuitState() string {
 
 // How Admit waits: it asks the breaker every admitPoll while it is open or
 // probing, and holds a probe slot for an input it admitted until that
-// input's call reaches the breaker, or for probeStartTimeout (an input
-// admitted may never call PandaPon: the input was invalid, or it waits
-// behind another input of its refund).
+// input's call reaches the breaker, Release gives it back, or
+// probeStartTimeout passes (an input admitted may wait behind another of
+// its refund). Before a first answer, the n-th failure in a row holds the
+// next input for firstRetryBase × 2^(n−1), at most the OpenTimeout.
 const (
 	admitPoll         = 100 * time.Millisecond
 	probeStartTimeout = 5 * time.Second
+	firstRetryBase    = time.Second
 )
 
 // Admit tells whoever feeds the client work how much to start now, so that
@@ -93,10 +95,11 @@ const (
 //     math.MaxInt (no limit), at once.
 //   - Closed breaker before any call was answered (a process just
 //     started, PandaPon perhaps down): 1, one at a time, as if the breaker
-//     were half-open. The next is admitted once that call has succeeded
-//     (then no limit) or failed (then after the OpenTimeout, as a probe of
-//     an open breaker would be), so a replica started during an outage
-//     does not take a batch of inputs only to fail them.
+//     were half-open. The next is admitted once that call has been
+//     answered (then no limit; a business error is an answer) or has
+//     failed (then after 1 s, doubling with each failure in a row up to the
+//     OpenTimeout), so a replica started during an outage does not take a
+//     batch of inputs only to fail them.
 //   - Open: it waits until the OpenTimeout has passed.
 //   - Half-open: 1 for each free probe slot (BreakerConfig.HalfOpenRequests),
 //     one at a time, until a probe's success closes the breaker or its
@@ -198,11 +201,14 @@ func (c *Client) admitProbe(gen uint64, counts gobreaker.Counts) bool {
 func (c *Client) admitFirst() bool {
 	c.probeMu.Lock()
 	defer c.probeMu.Unlock()
-	if time.Now().UnixNano() < c.firstRetryAt.Load() {
-		return false
-	}
+	// In the order opposite to the writes (noteOutcome, then callsDone):
+	// having seen a call done, the outcome it noted is seen too.
+	done := c.callsDone.Load()
 	started := c.callsStarted.Load()
-	if started != c.callsDone.Load() {
+	if started != done {
+		return false // a call runs
+	}
+	if time.Now().UnixNano() < c.firstRetryAt.Load() {
 		return false
 	}
 	if c.lastProbe.pending(true, 0, started, c.probeStartTimeout) {
@@ -215,14 +221,17 @@ func (c *Client) admitFirst() bool {
 // noteOutcome records what a call through the breaker says about
 // PandaPon: answered (a success or a business error) ends Admit's
 // one-at-a-time start; a transient failure before any answer holds the
-// next input back for the OpenTimeout.
+// next input back (firstRetryBase, doubling per failure in a row, at most
+// the OpenTimeout).
 func (c *Client) noteOutcome(err error) {
 	switch {
 	case err == nil || !errors.Is(err, ErrTransient):
 		c.answered.Store(true)
 	case errors.Is(err, context.Canceled), errors.Is(err, ErrCircuitOpen):
 	case !c.answered.Load():
-		c.firstRetryAt.Store(time.Now().Add(c.cfg.Breaker.OpenTimeout).UnixNano())
+		n := min(c.firstFailures.Add(1), 20)
+		wait := min(firstRetryBase<<(n-1), c.cfg.Breaker.OpenTimeout)
+		c.firstRetryAt.Store(time.Now().Add(wait).UnixNano())
 	}
 }
 

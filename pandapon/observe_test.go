@@ -255,6 +255,35 @@ func TestAdmitStartsOneAtATime(t *testing.T) {
 	}
 }
 
+// TestAdmitStartTakesABusinessErrorAsAnAnswer: before a first answer, a
+// call cancelled by its caller says nothing of PandaPon (the next input
+// goes at once), a business error is an answer (no limit from then on).
+func TestAdmitStartTakesABusinessErrorAsAnAnswer(t *testing.T) {
+	rs := newRecordingServer(t, reply{status: 200, body: `{"code":404,"msg":"no such refund"}`})
+	c := newTestClient(t, rs.URL, func(c *Config) {
+		c.MaxRetries = -1
+		c.Breaker = BreakerConfig{ConsecutiveFailures: 5, OpenTimeout: time.Hour}
+	})
+	if n := admitWithin(c, time.Second); n != 1 {
+		t.Fatalf("a new client: Admit = %d, want 1", n)
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.QueryRefund(cancelled, "1"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a call with a cancelled context: %v, want context.Canceled", err)
+	}
+	if n := admitWithin(c, firstRetryBase/2); n != 1 {
+		t.Fatalf("after a cancelled call: Admit = %d, want 1 at once (no wait as after a failure)", n)
+	}
+	var ae *APIError
+	if _, err := c.QueryRefund(context.Background(), "1"); !errors.As(err, &ae) {
+		t.Fatalf("want a business error, got %v", err)
+	}
+	if n := admitWithin(c, admitPoll/2); n != math.MaxInt {
+		t.Fatalf("after a business error: Admit = %d, want math.MaxInt", n)
+	}
+}
+
 // TestAdmitHoldsProbeSlots: with two probe slots, a second probe is
 // admitted as soon as the first calls PandaPon, and none while both are
 // running, however long they take.
