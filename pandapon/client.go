@@ -347,10 +347,7 @@ func (c *Client) Call(ctx context.Context, ep Endpoint, pathSuffix string, query
 	if c.breaker == nil {
 		resp, err = c.call(ctx, st, pathSuffix, query, body)
 	} else {
-		resp, err = c.callThroughBreaker(func() (*Response, error) { return c.call(ctx, st, pathSuffix, query, body) })
-		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
-			err = &TransientError{Endpoint: ep.String(), RetryAfter: c.cfg.Breaker.OpenTimeout, Err: ErrCircuitOpen}
-		}
+		resp, err = c.callThroughBreaker(ep, func() (*Response, error) { return c.call(ctx, st, pathSuffix, query, body) })
 	}
 	outcome, code := outcomeOf(err)
 	if c.cfg.Observer != nil {
@@ -360,10 +357,12 @@ func (c *Client) Call(ctx context.Context, ep Endpoint, pathSuffix string, query
 	return resp, err
 }
 
-// callThroughBreaker runs call through the breaker, counting it for
-// Admit: started, what its outcome says of PandaPon (noteOutcome), done.
-// A call that panics is counted done, its outcome unknown.
-func (c *Client) callThroughBreaker(call func() (*Response, error)) (*Response, error) {
+// callThroughBreaker runs call to ep through the breaker: a refusal
+// becomes a TransientError wrapping ErrCircuitOpen, and the call is
+// counted for Admit: started, what its outcome says of PandaPon
+// (noteOutcome), done. A call that panics is counted done, its outcome
+// unknown.
+func (c *Client) callThroughBreaker(ep Endpoint, call func() (*Response, error)) (*Response, error) {
 	c.callsStarted.Add(1)
 	noted := false
 	defer func() {
@@ -372,6 +371,9 @@ func (c *Client) callThroughBreaker(call func() (*Response, error)) (*Response, 
 		}
 	}()
 	resp, err := c.breaker.Execute(call)
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		err = &TransientError{Endpoint: ep.String(), RetryAfter: c.cfg.Breaker.OpenTimeout, Err: ErrCircuitOpen}
+	}
 	c.noteOutcome(err) // before callsDone: Admit reads them the other way round
 	c.callsDone.Add(1)
 	noted = true

@@ -154,7 +154,8 @@ func (c *Client) Admit(ctx context.Context) int {
 
 // Release gives back admissions whose inputs will not call PandaPon
 // (n > 0): the pull found nothing, or the input was settled without
-// handling (invalid). A probe admitted for it is no longer waited for.
+// handling (invalid, or past its deliveries). A probe admitted for it is
+// no longer waited for.
 func (c *Client) Release(n int) {
 	if n <= 0 {
 		return
@@ -226,7 +227,9 @@ func (c *Client) admitFirst() bool {
 func (c *Client) noteOutcome(err error) {
 	switch {
 	case err == nil || !errors.Is(err, ErrTransient):
-		c.answered.Store(true)
+		if !c.answered.Load() { // a store per call would be a write on every call's path
+			c.answered.Store(true)
+		}
 	case errors.Is(err, context.Canceled), errors.Is(err, ErrCircuitOpen):
 	case !c.answered.Load():
 		n := min(c.firstFailures.Add(1), 20)
