@@ -376,6 +376,9 @@ func TestPandaPonOutageOutlastingTheDeliveryBudget(t *testing.T) {
 				r.name, retries, time.Since(began).Round(10*time.Millisecond), limit)
 		}
 		replicaRetries += retries
+		if r.count("has not answered this process yet") == 0 {
+			t.Errorf("%s logged no line saying it pulls one input at a time until PandaPon answers", r.name)
+		}
 	}
 	testkit.Eventually(t, time.Minute, every(20*time.Millisecond, func() bool {
 		if c.count(circuitOpenLine) >= openings {

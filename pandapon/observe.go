@@ -44,6 +44,10 @@ type Observer interface {
 	// CircuitChanged reports a state change of the circuit breaker:
 	// "closed", "half-open" or "open".
 	CircuitChanged(from, to string)
+	// NotAnsweredYet reports a transient failure of a call before PandaPon
+	// has answered any call of this client: Admit lets the next input
+	// through only after next (see Admit). failures counts them in a row.
+	NotAnsweredYet(failures int, next time.Duration)
 }
 
 // ErrCircuitOpen is the cause of a TransientError returned without calling
@@ -232,9 +236,12 @@ func (c *Client) noteOutcome(err error) {
 		}
 	case errors.Is(err, context.Canceled), errors.Is(err, ErrCircuitOpen):
 	case !c.answered.Load():
-		n := min(c.firstFailures.Add(1), 20)
-		wait := min(firstRetryBase<<(n-1), c.cfg.Breaker.OpenTimeout)
+		n := c.firstFailures.Add(1)
+		wait := min(firstRetryBase<<(min(n, 20)-1), c.cfg.Breaker.OpenTimeout)
 		c.firstRetryAt.Store(time.Now().Add(wait).UnixNano())
+		if c.cfg.Observer != nil {
+			c.cfg.Observer.NotAnsweredYet(int(n), wait)
+		}
 	}
 }
 

@@ -3,7 +3,9 @@ package pandapon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +27,8 @@ type fakeObserver struct {
 	retries  []string
 	waits    int
 	circuits []string
+	// notAnswered: "failures next" per NotAnsweredYet.
+	notAnswered []string
 }
 
 func (o *fakeObserver) CallDone(ep Endpoint, outcome string, code int64, _ time.Duration, attempts int) {
@@ -42,6 +46,12 @@ func (o *fakeObserver) CircuitChanged(from, to string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.circuits = append(o.circuits, from+"->"+to)
+}
+
+func (o *fakeObserver) NotAnsweredYet(failures int, next time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.notAnswered = append(o.notAnswered, fmt.Sprint(failures, " ", next))
 }
 
 func TestObserverSeesOutcomesRetriesAndLimiterWaits(t *testing.T) {
@@ -222,9 +232,11 @@ func TestAdmitFollowsTheCircuitBreaker(t *testing.T) {
 func TestAdmitStartsOneAtATime(t *testing.T) {
 	const open = 300 * time.Millisecond
 	rs := newRecordingServer(t, reply{status: 503}, reply{status: 200, body: okQuery, hang: 400 * time.Millisecond})
+	obs := &fakeObserver{}
 	c := newTestClient(t, rs.URL, func(c *Config) {
 		c.MaxRetries = -1
 		c.Breaker = BreakerConfig{ConsecutiveFailures: 5, OpenTimeout: open}
+		c.Observer = obs
 	})
 	ctx := context.Background()
 	if n := admitWithin(c, time.Second); n != 1 {
@@ -241,6 +253,11 @@ func TestAdmitStartsOneAtATime(t *testing.T) {
 		t.Fatal("the first call should fail (503)")
 	}
 	admitsAfterOpenTimeout(t, c, time.Now(), open, "the first call failed")
+	obs.mu.Lock()
+	if want := []string{"1 300ms"}; !slices.Equal(obs.notAnswered, want) {
+		t.Errorf("NotAnsweredYet reports %q, want %q (1 failure, next after min(1 s, the open timeout))", obs.notAnswered, want)
+	}
+	obs.mu.Unlock()
 	answered := make(chan error, 1)
 	go func() { _, err := c.QueryRefund(ctx, "1"); answered <- err }() // answered after 400 ms
 	waitFor(t, "the call to reach PandaPon", func() bool { return len(rs.seen()) == 2 })

@@ -149,6 +149,10 @@ func (m *PandaPonMetrics) CircuitChanged(_, to string) {
 	m.CircuitTrips.WithLabelValues(to).Inc()
 }
 
+// NotAnsweredYet implements pandapon.Observer; the failed calls are
+// counted by CallDone already.
+func (m *PandaPonMetrics) NotAnsweredYet(int, time.Duration) {}
+
 // Version is the module version the binary was built from ("(devel)" for
 // a local build).
 func Version() string {

@@ -277,6 +277,15 @@ func (c circuitLogger) CircuitChanged(from, to string) {
 	c.Observer.CircuitChanged(from, to)
 }
 
+// NotAnsweredYet implements pandapon.Observer: before PandaPon's first
+// answer the consumer pulls one input at a time (pandapon.Client.Admit),
+// which nothing else shows (the breaker is still closed).
+func (c circuitLogger) NotAnsweredYet(failures int, next time.Duration) {
+	c.log.Warn("PandaPon has not answered this process yet: pulling one input at a time",
+		"failures", failures, "next_in", next)
+	c.Observer.NotAnsweredYet(failures, next)
+}
+
 // startGCFloor starts the garbage collector's heap floor (package gcfloor)
 // unless it is 0 or the operator chose a GOGC (gogc, the environment's
 // value), which wins. The nil *gcfloor.Tuner it may return is safe to Stop.
