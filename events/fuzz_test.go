@@ -93,6 +93,8 @@ func FuzzParseInput(f *testing.F) {
 		`{"refundId":110002687818}`,
 		`{"refundId":1.5}`, `{"refundId":-1}`, `{"refundId":"  "}`, `{"refundId":1e3}`,
 		`null`, `[]`, `"x"`, ``, `{"refundId":"1","returnGoodsDesc":{}}`,
+		`{"refundId":"110002687818"}`, `{"refundId":""}`, `{"refundId":"1\"}`, `{"refundId":"12"}}`,
+		`{"refundId":"1","refundId":"2"}`, `{"refundId":"١"}`, `{"refundId":"12" }`,
 	} {
 		f.Add(TypeReturnShipped, s)
 		f.Add(TypeRefundLookupRequested, s)
@@ -106,6 +108,12 @@ func FuzzParseInput(f *testing.F) {
 		mustBeInvalid(t, err)
 		if err == nil && !allDigits(in.RefundID()) {
 			t.Fatalf("accepted refundId %q", in.RefundID())
+		}
+		// The lookup shortcut gives what decoding the object gives.
+		fast, ferr := parseLookup("data", []byte(data))
+		slow, serr := parseLookupObject("data", []byte(data))
+		if fast != slow || (ferr == nil) != (serr == nil) || (ferr != nil && ferr.Error() != serr.Error()) {
+			t.Fatalf("parseLookup(%q) = %v, %v; decoding the object gives %v, %v", data, fast, ferr, slow, serr)
 		}
 	})
 }

@@ -66,7 +66,7 @@ func EncodeNATS(subject string, e event.Event) (*nats.Msg, error) {
 		return nil, verr
 	}
 	put(HeaderMsgID, ec.ID)
-	if verr := set(headerSource, "source", ec.Source.String()); verr != nil {
+	if verr := set(headerSource, "source", sourceText(ec.Source)); verr != nil {
 		return nil, verr
 	}
 	if verr := set(headerType, "type", ec.Type); verr != nil {
@@ -95,11 +95,25 @@ func EncodeNATS(subject string, e event.Event) (*nats.Msg, error) {
 		if err != nil {
 			return nil, invalid(name, "", "is not a CloudEvents value: "+err.Error())
 		}
-		if verr := set(HeaderPrefix+name, name, s); verr != nil {
+		if verr := set(extensionHeader(name), name, s); verr != nil {
 			return nil, verr
 		}
 	}
 	return &nats.Msg{Subject: subject, Header: h, Data: e.DataEncoded}, nil
+}
+
+// extensionHeader is the binary-mode header of extension name, without
+// building the text for the extensions every output carries.
+func extensionHeader(name string) string {
+	switch name {
+	case ExtCausationID:
+		return HeaderPrefix + ExtCausationID
+	case ExtTraceparent:
+		return HeaderPrefix + ExtTraceparent
+	case ExtTracestate:
+		return HeaderPrefix + ExtTracestate
+	}
+	return HeaderPrefix + name
 }
 
 // DecodeNATS decodes a NATS message (its headers and payload, so that it
@@ -244,7 +258,8 @@ func decodeBinary(h nats.Header, data []byte) (event.Event, error) {
 		case "type":
 			ec.Type = v
 		case "subject":
-			ec.Subject = &v
+			s := v // a copy, so that v itself stays off the heap
+			ec.Subject = &s
 		case "time":
 			t, err := time.Parse(time.RFC3339Nano, v)
 			if err != nil {
@@ -258,7 +273,8 @@ func decodeBinary(h nats.Header, data []byte) (event.Event, error) {
 			}
 			ec.DataSchema = u
 		case "datacontenttype":
-			ctCE = &v
+			s := v
+			ctCE = &s
 		default:
 			if ec.Extensions == nil {
 				ec.Extensions = make(map[string]interface{}, 4)
@@ -304,7 +320,7 @@ func binaryAttr(ec *event.EventContextV1, name string, ctCE *string) (string, bo
 	case "id":
 		return ec.ID, true
 	case "source":
-		return ec.Source.String(), true
+		return sourceText(ec.Source), true
 	case "type":
 		return ec.Type, true
 	case "subject":

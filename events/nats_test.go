@@ -584,6 +584,24 @@ func TestSourceCacheGivesWhatParsingGives(t *testing.T) {
 		if want != nil && (got.String() != want.String() || !reflect.DeepEqual(got, *want)) {
 			t.Errorf("parse(%q) = %#v, want %#v", s, got, *want)
 		}
+		// Formatting the remembered reference gives what String gives,
+		// also where that differs from the text parsed.
+		if want != nil {
+			if f, ok := c.format(got); !ok || f != want.String() {
+				t.Errorf("format(parse(%q)) = %q, %v; want %q", s, f, ok, want.String())
+			}
+		}
+	}
+	for _, s := range []string{"HTTP://Erp.example/a", "erp://a/%7e", "erp://a/b c"} {
+		u := types.ParseURIRef(s)
+		inputSources.parse(s)
+		if got := sourceText(*u); got != u.String() {
+			t.Errorf("sourceText(%q) = %q, want %q", s, got, u.String())
+		}
+		other := types.ParseURIRef(s + "x")
+		if got := sourceText(*other); got != other.String() {
+			t.Errorf("sourceText(%q), not remembered, = %q, want %q", s+"x", got, other.String())
+		}
 	}
 	// Concurrently, sources alternating (run with -race).
 	sources := []string{"erp://a", "wms://b/c", "https://user@d.example/e"}

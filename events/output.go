@@ -2,6 +2,7 @@ package events
 
 import (
 	"bytes"
+	"crypto/sha1"
 	"encoding/json"
 	"time"
 
@@ -25,11 +26,19 @@ var outputIDNamespace = uuid.MustParse("6f1d6a58-3b0e-4c3a-9d0f-2b7c1e5a9d41")
 // separator cannot occur in a CloudEvents string, so two different pairs
 // never hash the same text.
 func OutputID(inputSource, inputID string) string {
-	name := make([]byte, 0, len(inputSource)+1+len(inputID))
-	name = append(name, inputSource...)
-	name = append(name, 0)
-	name = append(name, inputID...)
-	return uuid.NewSHA1(outputIDNamespace, name).String()
+	// uuid.NewSHA1(outputIDNamespace, name), computed with sha1.Sum over
+	// one buffer (on the stack for the usual sizes) instead of a hash.Hash.
+	var stack [256]byte
+	buf := append(stack[:0], outputIDNamespace[:]...)
+	buf = append(buf, inputSource...)
+	buf = append(buf, 0)
+	buf = append(buf, inputID...)
+	sum := sha1.Sum(buf)
+	var id uuid.UUID
+	copy(id[:], sum[:])
+	id[6] = (id[6] & 0x0f) | 0x50 // version 5
+	id[8] = (id[8] & 0x3f) | 0x80 // RFC 4122 variant
+	return id.String()
 }
 
 // NewRefundUpdated builds the refund.updated event answering in: id
@@ -73,7 +82,9 @@ func NewRefundRequestFailed(in event.Event, source string, f RefundRequestFailed
 
 func newOutput(in event.Event, eventType, source, subject string, answeredAt time.Time) event.Event {
 	var inID, inSource string
-	if in.Context != nil {
+	if ec, ok := in.Context.(*event.EventContextV1); ok {
+		inID, inSource = ec.ID, sourceText(ec.Source)
+	} else if in.Context != nil {
 		inID, inSource = in.ID(), in.Source()
 	}
 	ct := ContentTypeJSON

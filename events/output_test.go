@@ -37,6 +37,22 @@ func TestOutputIDIsDeterministic(t *testing.T) {
 	}
 }
 
+// TestOutputIDIsTheNameBasedUUID: OutputID is uuid.NewSHA1 over the name
+// its contract states, for short names and for names past its stack buffer.
+func TestOutputIDIsTheNameBasedUUID(t *testing.T) {
+	long := strings.Repeat("erp/warehouse-", 30)
+	for _, in := range [][2]string{
+		{"erp/warehouse-7", "in-1"}, {"", ""}, {"s", ""}, {"", "id"},
+		{long, "in-1"}, {"erp", long}, {long[:241], "x"}, {long[:240], "x"},
+		{"https://user@erp.example/a?b#c", "01J9Z3 ünïcode"},
+	} {
+		want := uuid.NewSHA1(outputIDNamespace, []byte(in[0]+"\x00"+in[1])).String()
+		if got := OutputID(in[0], in[1]); got != want {
+			t.Errorf("OutputID(%.20q…, %.20q…) = %s, want %s", in[0], in[1], got, want)
+		}
+	}
+}
+
 func TestNewRefundUpdatedFollowsOutputAttributes(t *testing.T) {
 	in := inputEvent(t, TypeReturnShipped, goodReturn)
 	in.SetExtension(ExtTraceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
