@@ -210,10 +210,15 @@ type Pipeline struct {
 	jobs     sync.WaitGroup
 
 	mu       sync.Mutex
-	keys     map[string][]*job                // inputs queued behind a busy refund; presence = busy
-	queued   int                              // queued inputs that gave their MaxInFlight slot back
-	inflight map[*job]struct{}                // held messages, for in-progress signals
-	cancels  map[*job]context.CancelCauseFunc // running handlers
+	keys     map[string][]*job // inputs queued behind a busy refund; presence = busy
+	queued   int               // queued inputs that gave their MaxInFlight slot back
+	inflight map[*job]struct{} // held messages, for in-progress signals
+
+	// drain is the parent of every handler's context; cancelRunning
+	// cancels it with errDrainDeadline. One context for all, rather than
+	// one per input, keeps a cancelCtx and a map entry off the hot path.
+	drain       context.Context
+	cancelDrain context.CancelCauseFunc
 }
 
 // job is one received input message.
@@ -255,8 +260,8 @@ func New(nc *nats.Conn, h Handler, cfg Config) (*Pipeline, error) {
 		acks:     make(chan *pending, cfg.MaxInFlight),
 		keys:     map[string][]*job{},
 		inflight: map[*job]struct{}{},
-		cancels:  map[*job]context.CancelCauseFunc{},
 	}
+	p.drain, p.cancelDrain = context.WithCancelCause(context.Background())
 	ready := p.Ready
 	cfg.Metrics.ready.Store(&ready)
 	return p, nil
@@ -641,13 +646,10 @@ func (p *Pipeline) finish(j *job, st settlement) {
 // passes.
 var errDrainDeadline = errors.New("shutdown drain deadline reached")
 
-// cancelRunning cancels the handlers still running at the drain deadline.
+// cancelRunning cancels the handlers still running at the drain deadline,
+// and any that would start after it.
 func (p *Pipeline) cancelRunning() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.cancels {
-		c(errDrainDeadline)
-	}
+	p.cancelDrain(errDrainDeadline)
 }
 
 // eventAttrs identify the input on every log line about it.
@@ -708,17 +710,7 @@ func (p *Pipeline) settle(j *job) (*pending, settlement) {
 			"delivered %d times (limit %d) without being settled; the consumer may have died while handling it", d, p.cfg.MaxDeliveries))
 	}
 
-	ctx, cancel := context.WithCancelCause(context.Background())
-	p.mu.Lock()
-	p.cancels[j] = cancel
-	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		delete(p.cancels, j)
-		p.mu.Unlock()
-		cancel(nil)
-	}()
-	hctx, hcancel := context.WithTimeout(ctx, p.cfg.HandlerTimeout)
+	hctx, hcancel := context.WithTimeout(p.drain, p.cfg.HandlerTimeout)
 	defer hcancel()
 	hctx, span := p.startSpan(hctx, j)
 
@@ -731,7 +723,7 @@ func (p *Pipeline) settle(j *job) (*pending, settlement) {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		span.End()
-		return nil, p.failed(j, err, context.Cause(ctx) == errDrainDeadline)
+		return nil, p.failed(j, err, context.Cause(hctx) == errDrainDeadline)
 	}
 	return &pending{j: j, futures: futures, outs: outs, span: span}, settlement{}
 }

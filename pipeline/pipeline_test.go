@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -943,5 +944,63 @@ func TestDeadLetteredInputsAreLoggedWithWhatCanBeReadOfThem(t *testing.T) {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("no log line with %s:\n%s", want, logs.String())
 		}
+	}
+}
+
+// TestDrainDeadlineCancelsRunningHandlers: a handler still running when
+// the drain deadline passes is cancelled with the drain deadline as cause,
+// and its input is handed back, neither dead-lettered nor lost: the next
+// consumer handles it.
+func TestDrainDeadlineCancelsRunningHandlers(t *testing.T) {
+	e := start(t)
+	e.stop()
+	stuck := &stuckHandler{started: make(chan struct{}, 1), causes: make(chan error, 1), release: make(chan struct{})}
+	stop := e.run(stuck, pipeline.Config{Topology: e.topo, DrainTimeout: 300 * time.Millisecond, MaxDeliveries: 1})
+	t.Cleanup(func() { close(stuck.release) }) // runs before stop: never hang the test
+	in := testkit.Lookup("110002687818")
+	e.publish(in)
+	select {
+	case <-stuck.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler never started")
+	}
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case cause := <-stuck.causes:
+		if cause == nil || !strings.Contains(cause.Error(), "drain deadline") {
+			t.Errorf("the handler's context ended with cause %v, want the drain deadline", cause)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the running handler was not cancelled at the drain deadline")
+	}
+	<-stopped
+
+	// Handed back: a consumer started now answers it (MaxDeliveries 1
+	// would dead-letter an input that had used its delivery by failing).
+	e.run(&handlers.Handler{PandaPon: e.client, Subjects: e.topo.Subjects}, pipeline.Config{Topology: e.topo, MaxDeliveries: 2})
+	e.outputFor(in.ID())
+	e.settled()
+	if n := len(e.dlq.Msgs()); n != 0 {
+		t.Errorf("%d dead letters; the input cut off by the drain deadline must be handed back", n)
+	}
+}
+
+// stuckHandler blocks until its context ends, and reports the cause, or
+// until release is closed.
+type stuckHandler struct {
+	started chan struct{}
+	causes  chan error
+	release chan struct{}
+}
+
+func (s *stuckHandler) Handle(ctx context.Context, _ events.Input) ([]handlers.Output, error) {
+	s.started <- struct{}{}
+	select {
+	case <-ctx.Done():
+		s.causes <- context.Cause(ctx)
+		return nil, ctx.Err()
+	case <-s.release:
+		return nil, errors.New("released by the test")
 	}
 }
