@@ -54,8 +54,10 @@ func EncodeNATS(subject string, e event.Event) (*nats.Msg, error) {
 		vals = append(vals, v)
 		h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
+	// checkEvent has applied the CloudEvents string rule to every string
+	// attribute, so set adds only what a header needs on top of it.
 	set := func(key, name, v string) *ValidationError {
-		if verr := checkHeaderSafe(name, v); verr != nil {
+		if verr := checkTrimmed(name, v); verr != nil {
 			return verr
 		}
 		put(key, v)
@@ -94,6 +96,11 @@ func EncodeNATS(subject string, e event.Event) (*nats.Msg, error) {
 		s, err := types.Format(v)
 		if err != nil {
 			return nil, invalid(name, "", "is not a CloudEvents value: "+err.Error())
+		}
+		if _, checked := v.(string); !checked {
+			if verr := checkString(name, s); verr != nil {
+				return nil, verr
+			}
 		}
 		if verr := set(extensionHeader(name), name, s); verr != nil {
 			return nil, verr

@@ -424,6 +424,11 @@ func checkHeaderSafe(name, v string) *ValidationError {
 	if verr := checkString(name, v); verr != nil {
 		return verr
 	}
+	return checkTrimmed(name, v)
+}
+
+// checkTrimmed is the part of checkHeaderSafe that checkString leaves.
+func checkTrimmed(name, v string) *ValidationError {
 	if v != strings.TrimSpace(v) {
 		return invalid(name, quoteValue(v), "begins or ends with white space, which a NATS header cannot carry")
 	}

@@ -732,19 +732,26 @@ func (t *limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		<-t.slots
 		return nil, err
 	}
-	resp.Body = &releasingBody{ReadCloser: resp.Body, release: func() { cancel(); <-t.slots }}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, cancel: cancel, slots: t.slots}
 	return resp, nil
 }
 
-// releasingBody runs release once, when the body is first closed.
+// releasingBody ends the attempt's context and gives its concurrency slot
+// back once, when the body is first closed.
 type releasingBody struct {
 	io.ReadCloser
-	release func()
-	once    sync.Once
+	cancel context.CancelFunc
+	slots  chan struct{}
+	once   sync.Once
 }
 
 func (b *releasingBody) Close() error {
 	err := b.ReadCloser.Close()
 	b.once.Do(b.release)
 	return err
+}
+
+func (b *releasingBody) release() {
+	b.cancel()
+	<-b.slots
 }
