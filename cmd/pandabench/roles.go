@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -119,6 +120,13 @@ func runRole(role string) int {
 		defer func() {
 			pprof.StopCPUProfile()
 			f.Close()
+			// Next to it, where the run's allocations came from (sampled
+			// at runtime.MemProfileRate): go tool pprof -sample_index
+			// alloc_space.
+			if af, err := os.Create(strings.TrimSuffix(path, ".pprof") + ".allocs.pprof"); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(af, 0)
+				af.Close()
+			}
 		}()
 	}
 	switch role {
