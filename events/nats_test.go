@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"maps"
+	"net/url"
 	"reflect"
 	"strings"
 	"sync"
@@ -151,6 +152,12 @@ func TestEncodeNATSRefusesWhatNATSWouldAlter(t *testing.T) {
 		{"control character in type", func(e *event.Event) { v1(e).Type = "a\x01" }, "type"},
 		{"missing id", func(e *event.Event) { v1(e).ID = "" }, "id"},
 		{"bad extension name", func(e *event.Event) { v1(e).Extensions["Bad-Name"] = "x" }, `extension "Bad-Name"`},
+		// Not strings, so checkEvent does not see their text: EncodeNATS
+		// checks what they format to.
+		{"control character in a URI extension", func(e *event.Event) {
+			v1(e).Extensions["ref"] = types.URIRef{URL: url.URL{Opaque: "a\x01b"}}
+		}, "ref"},
+		{"newline in a *string extension", func(e *event.Event) { s := "a\nb"; v1(e).Extensions["note"] = &s }, "note"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := sdkEvent(t)

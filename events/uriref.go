@@ -46,7 +46,9 @@ func (c *uriRefCache) format(u types.URIRef) (string, bool) {
 
 // sourceText returns u.String(), from the caches when u is the source they
 // remember. url.URL is compared field by field; its one pointer, User, is
-// then the cache's own, which nothing mutates.
+// then the one parse handed out with the cached value, and a url.Userinfo is
+// not changed in place by anything in this module (nor meant to be: its
+// fields are unexported).
 func sourceText(u types.URIRef) string {
 	if s, ok := inputSources.format(u); ok {
 		return s

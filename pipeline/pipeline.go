@@ -313,8 +313,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-time.After(p.cfg.DrainTimeout):
-		p.log.Warn("drain deadline reached, cancelling running handlers", "drain_timeout", p.cfg.DrainTimeout)
 		p.cancelRunning()
+		p.log.Warn("drain deadline reached, cancelled running handlers", "drain_timeout", p.cfg.DrainTimeout)
 		<-done
 	}
 	close(p.runnable)
@@ -723,7 +723,9 @@ func (p *Pipeline) settle(j *job) (*pending, settlement) {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		span.End()
-		return nil, p.failed(j, err, context.Cause(hctx) == errDrainDeadline)
+		// Past the drain deadline every failure hands its input back,
+		// also that of a handler whose own timeout had ended it first.
+		return nil, p.failed(j, err, context.Cause(p.drain) == errDrainDeadline)
 	}
 	return &pending{j: j, futures: futures, outs: outs, span: span}, settlement{}
 }

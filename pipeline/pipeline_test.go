@@ -986,6 +986,67 @@ func TestDrainDeadlineCancelsRunningHandlers(t *testing.T) {
 	}
 }
 
+// TestHandlerOutlivingItsTimeoutPastTheDrainDeadlineIsHandedBack: a
+// handler that goes on after its own HandlerTimeout ended its context, and
+// fails only once the drain deadline has passed, hands its input back like
+// any handler cut off by the deadline: not dead-lettered, answered by the
+// next consumer.
+func TestHandlerOutlivingItsTimeoutPastTheDrainDeadlineIsHandedBack(t *testing.T) {
+	e := start(t)
+	e.stop()
+	drained := &signalOn{msg: "drain deadline reached, cancelled running handlers", ch: make(chan struct{})}
+	h := &lingeringHandler{started: make(chan struct{}, 1), after: drained.ch}
+	stop := e.run(h, pipeline.Config{Topology: e.topo, HandlerTimeout: 100 * time.Millisecond,
+		DrainTimeout: 300 * time.Millisecond, MaxDeliveries: 1, Logger: slog.New(drained)})
+	in := testkit.Lookup("110002687818")
+	e.publish(in)
+	select {
+	case <-h.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler never started")
+	}
+	stop()
+
+	e.run(&handlers.Handler{PandaPon: e.client, Subjects: e.topo.Subjects}, pipeline.Config{Topology: e.topo, MaxDeliveries: 2})
+	e.outputFor(in.ID())
+	e.settled()
+	if n := len(e.dlq.Msgs()); n != 0 {
+		t.Errorf("%d dead letters; an input whose handler failed after the drain deadline must be handed back", n)
+	}
+}
+
+// lingeringHandler outlives its context: it fails only once after is
+// closed.
+type lingeringHandler struct {
+	started chan struct{}
+	after   <-chan struct{}
+}
+
+func (l *lingeringHandler) Handle(ctx context.Context, _ events.Input) ([]handlers.Output, error) {
+	l.started <- struct{}{}
+	<-ctx.Done() // its HandlerTimeout
+	<-l.after
+	return nil, errors.New("failed after the drain deadline")
+}
+
+// signalOn is a slog.Handler that closes ch at the first record with
+// message msg, and discards every record.
+type signalOn struct {
+	msg  string
+	ch   chan struct{}
+	once sync.Once
+}
+
+func (s *signalOn) Enabled(context.Context, slog.Level) bool { return true }
+func (s *signalOn) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == s.msg {
+		s.once.Do(func() { close(s.ch) })
+	}
+	return nil
+}
+func (s *signalOn) WithAttrs([]slog.Attr) slog.Handler { return s }
+func (s *signalOn) WithGroup(string) slog.Handler      { return s }
+
 // stuckHandler blocks until its context ends, and reports the cause, or
 // until release is closed.
 type stuckHandler struct {
