@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -98,6 +99,19 @@ func orDefault(v, d string) string {
 	return v
 }
 
+// writeProfile writes the named runtime/pprof profile to path.
+func writeProfile(path, name string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("writing the %s profile: %w", name, err)
+	}
+	return f.Close()
+}
+
 // runRole runs this process as a contestant until SIGTERM or SIGINT.
 func runRole(role string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -122,10 +136,11 @@ func runRole(role string) int {
 			f.Close()
 			// Next to it, where the run's allocations came from (sampled
 			// at runtime.MemProfileRate): go tool pprof -sample_index
-			// alloc_space.
-			if af, err := os.Create(strings.TrimSuffix(path, ".pprof") + ".allocs.pprof"); err == nil {
-				_ = pprof.Lookup("allocs").WriteTo(af, 0)
-				af.Close()
+			// alloc_space. The profile covers allocations up to the last
+			// completed collection, hence one more.
+			runtime.GC()
+			if err := writeProfile(strings.TrimSuffix(path, ".pprof")+".allocs.pprof", "allocs"); err != nil {
+				fmt.Fprintf(os.Stderr, "pandabench: %v\n", err)
 			}
 		}()
 	}
