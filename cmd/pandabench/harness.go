@@ -681,9 +681,19 @@ func (e *env) run(ctx context.Context, sc Scenario, mode, name string, round int
 	}
 
 	profile := ""
-	if e.o.CPUProfileDir != "" && name != contConsumer {
+	if e.o.CPUProfileDir != "" {
 		_ = os.MkdirAll(e.o.CPUProfileDir, 0o755)
-		profile, _ = filepath.Abs(filepath.Join(e.o.CPUProfileDir, fileBase+".pprof"))
+		if name != contConsumer {
+			profile, _ = filepath.Abs(filepath.Join(e.o.CPUProfileDir, fileBase+".pprof"))
+		}
+		// The parent's share of the run: the broker, the sandbox and the
+		// collector, from the contestant's start to the end of the run.
+		stop, err := startParentProfile(filepath.Join(e.o.CPUProfileDir, fileBase+".parent.pprof"))
+		if err != nil {
+			e.logf("parent CPU profile: %v", err)
+		} else {
+			defer stop()
+		}
 	}
 	httpAddr, err := freePort()
 	if err != nil {

@@ -125,7 +125,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, string, error) {
 	fs.DurationVar(&o.SteadyDuration, "steady-duration", 10*time.Second, "how long the steady mode publishes")
 	fs.Float64Var(&o.SteadyRate, "rate", 0, "steady arrival rate in events/s (0: the scenario's: S1 2500, S2 640, S3 2560 = 50% of ideal)")
 	fs.IntVar(&o.Refunds, "refunds", 4096, "distinct sandbox refunds the inputs cycle through")
-	fs.StringVar(&o.CPUProfileDir, "cpuprofile", "", "directory for CPU profiles of the pandabench children (inprocess, baseline, raw), and next to each (.allocs.pprof) where the run allocated")
+	fs.StringVar(&o.CPUProfileDir, "cpuprofile", "", "directory for CPU profiles of the pandabench children (inprocess, baseline, raw), next to each (.allocs.pprof) where the run allocated, and of the parent (broker, sandbox, collector) during every run (.parent.pprof)")
 	fs.StringVar(&o.LogLevel, "consumer-log-level", "warn", "PANDABRIDGE_LOG_LEVEL of the consumer (info logs one line per event)")
 	fs.BoolVar(&o.VerifyData, "verify-data", true, "after each run read back every stored output and compare it with the sandbox's data")
 	fs.BoolVar(&o.Strict, "strict", false, "exit 1 when a target of the issue is missed (correctness failures always exit 1)")

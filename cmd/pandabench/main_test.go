@@ -201,6 +201,40 @@ func TestRepeatInterleavesRounds(t *testing.T) {
 	}
 }
 
+// TestCPUProfiles: -cpuprofile writes, for a profiled child, its CPU and
+// allocation profiles, and for every run the parent's (broker, sandbox,
+// collector), each a gzipped pprof protobuf.
+func TestCPUProfiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the raw contestant")
+	}
+	o, _, err := parseFlags([]string{"-scenarios", "S1", "-modes", "drain", "-contestants", "raw", "-events", "200", "-refunds", "32"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Timeout, o.RunTimeout = time.Minute, 30*time.Second
+	o.CPUProfileDir = t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
+	defer cancel()
+	results, err := Bench(ctx, o, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 1 || results[0].Err != nil {
+		t.Fatalf("results %+v", results)
+	}
+	for _, f := range []string{"S1-drain-raw.pprof", "S1-drain-raw.allocs.pprof", "S1-drain-raw.parent.pprof"} {
+		b, err := os.ReadFile(filepath.Join(o.CPUProfileDir, f))
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("%s: %d bytes, not a gzipped profile", f, len(b))
+		}
+	}
+}
+
 // TestTargetsUseMedians: with rounds, every target is judged on the median
 // of per-round figures, and the per-round values are shown.
 func TestTargetsUseMedians(t *testing.T) {

@@ -112,6 +112,23 @@ func writeProfile(path, name string) error {
 	return f.Close()
 }
 
+// startParentProfile starts a CPU profile of this process into path; stop
+// ends it and closes the file.
+func startParentProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
 // runRole runs this process as a contestant until SIGTERM or SIGINT.
 func runRole(role string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
