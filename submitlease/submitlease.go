@@ -78,6 +78,14 @@ func New(js jetstream.JetStream, bucket string) *Store {
 // leader would wait for the caller's whole deadline.
 const OpTimeout = 5 * time.Second
 
+// WriteTimeout bounds the wait for the answer to one write of the lease
+// (its creation, or the takeover of a stale one). A healthy bucket answers
+// in milliseconds; one whose stream has just lost its leader never answers
+// the writes it received, and a new leader is elected within seconds. A
+// write without an answer is read back and, while it has not landed, made
+// again (see readBack).
+const WriteTimeout = time.Second
+
 // NoDeadlineBound is how long a submission acquired with a context without
 // deadline is assumed to go on.
 const NoDeadlineBound = 10 * time.Minute
@@ -194,16 +202,17 @@ func (s *Store) Acquire(ctx context.Context, refundID, logisticsNo, holder strin
 	held := func(e entry, retryIn time.Duration) error {
 		return &HeldError{RefundID: refundID, LogisticsNo: logisticsNo, Holder: e.Holder, State: e.State, RetryIn: retryIn}
 	}
+	createKey := func(ctx context.Context) (uint64, error) { return kv.Create(ctx, key, value) }
 	// create takes the lease if the key is absent; held means it is not.
 	create := func() (l *Lease, held bool, err error) {
-		rev, err := kv.Create(ctx, key, value)
+		rev, err := writeOnce(ctx, createKey)
 		switch {
 		case err == nil:
 			return lease(rev), false, nil
 		case keyExists(err):
 			return nil, true, nil
 		}
-		if rev, ok := s.readBack(ctx, kv, key, attempt, 0, err); ok {
+		if rev, ok := s.readBack(ctx, kv, key, attempt, 0, err, createKey); ok {
 			return lease(rev), false, nil
 		}
 		return nil, false, s.failed(err)
@@ -243,19 +252,28 @@ func (s *Store) Acquire(ctx context.Context, refundID, logisticsNo, holder strin
 	if s.beforeTakeover != nil {
 		s.beforeTakeover()
 	}
-	rev, err := kv.Update(ctx, key, value, cur.Revision())
+	takeOver := func(ctx context.Context) (uint64, error) { return kv.Update(ctx, key, value, cur.Revision()) }
+	rev, err := writeOnce(ctx, takeOver)
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return nil, held(entry{Holder: "(another)", State: stateSubmitting}, time.Second)
 	}
 	if err != nil {
 		var ok bool
-		if rev, ok = s.readBack(ctx, kv, key, attempt, cur.Revision(), err); !ok {
+		if rev, ok = s.readBack(ctx, kv, key, attempt, cur.Revision(), err, takeOver); !ok {
 			return nil, s.failed(err)
 		}
 	}
 	l = lease(rev)
 	l.TookOver = true
 	return l, nil
+}
+
+// writeOnce makes one write of the lease, waiting at most WriteTimeout for
+// its answer.
+func writeOnce(ctx context.Context, write func(context.Context) (uint64, error)) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, WriteTimeout)
+	defer cancel()
+	return write(ctx)
 }
 
 // keyExists reports whether a Create failed because the key is present.
@@ -292,17 +310,25 @@ const ReadBackTimeout = 5 * time.Second
 // refused write (see refused) was not stored, and ok is false at once. Any
 // other failure (a timeout, a lost connection, a leader change) may have
 // stored the write and lost its answer, or the write may still be on its
-// way (a read can be answered by a replica that lags behind). So readBack
-// reads until it can tell: the entry carries this attempt's tag (ok, the
-// lease is held, its revision is returned), or the key has moved on from
-// prev to a state this write can no longer produce (another's entry, or
-// prev deleted) or ReadBackTimeout passes (ok false: the write counts as
-// failed). Without this, a lease whose answer was lost would hold off its
-// own input, like a holder that died while sending, until its deadline plus
-// the hold. The reads are not bound to ctx, whose deadline may be what
-// failed the write: a lease read back after it is then released by the
-// caller's failure handling, not left to go stale.
-func (s *Store) readBack(ctx context.Context, kv jetstream.KeyValue, key, attempt string, prev uint64, writeErr error) (rev uint64, ok bool) {
+// way (a read can be answered by a replica that lags behind), or it may
+// have been lost with the node it was sent to. So readBack reads until it
+// can tell: the entry carries this attempt's tag (ok, the lease is held, its
+// revision is returned), or the key has moved on from prev to a state this
+// write can no longer produce (another's entry, or prev deleted) or
+// ReadBackTimeout passes (ok false: the write counts as failed). While the
+// key is still at prev and ctx is not done, it also makes the write again
+// (rewrite, each within WriteTimeout): conditional on prev like the first,
+// with the same tag, so whichever copy lands first is this attempt's lease
+// and the others fail on the condition. Without the reading, a lease whose
+// answer was lost would hold off its own input, like a holder that died
+// while sending, until its deadline plus the hold; without the rewriting, a
+// write lost with a dying node would fail the input after ReadBackTimeout
+// (10 s with the first write's wait, in the chaos suite's cluster-node-loss)
+// instead of landing once a new leader is elected. The reads, each within
+// WriteTimeout, are not bound to ctx, whose deadline may be what failed the
+// write: a lease read back after it is then released by the caller's failure
+// handling, not left to go stale.
+func (s *Store) readBack(ctx context.Context, kv jetstream.KeyValue, key, attempt string, prev uint64, writeErr error, rewrite func(context.Context) (uint64, error)) (rev uint64, ok bool) {
 	if refused(writeErr) || closedConn(writeErr) {
 		return 0, false
 	}
@@ -310,11 +336,16 @@ func (s *Store) readBack(ctx context.Context, kv jetstream.KeyValue, key, attemp
 	if s.readBackFor > 0 {
 		limit = s.readBackFor
 	}
+	caller := ctx
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 	defer cancel()
 	wait := 50 * time.Millisecond
+	rewriting := true
 	for {
-		cur, err := kv.Get(ctx, key)
+		rctx, rcancel := context.WithTimeout(ctx, WriteTimeout)
+		cur, err := kv.Get(rctx, key)
+		rcancel()
+		atPrev := false
 		switch {
 		case err == nil:
 			var e entry
@@ -324,12 +355,28 @@ func (s *Store) readBack(ctx context.Context, kv jetstream.KeyValue, key, attemp
 			if cur.Revision() != prev {
 				return 0, false // another's entry: this write can no longer land
 			}
+			atPrev = true
 		case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
 			if prev != 0 {
 				return 0, false // prev was deleted: this write can no longer land
 			}
+			atPrev = true
 		case closedConn(err) || errors.Is(err, jetstream.ErrInvalidKey):
 			return 0, false
+		}
+		if atPrev && rewriting && caller.Err() == nil {
+			rev, err := writeOnce(caller, rewrite)
+			switch {
+			case err == nil:
+				return rev, true
+			case keyExists(err) || errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+				continue // a copy landed: the next read tells whose
+			case closedConn(err):
+				return 0, false
+			case refused(err):
+				rewriting = false // refused outright: only an earlier copy may still land
+			}
+			// No answer either: read, and write, again after the pause.
 		}
 		select {
 		case <-ctx.Done():

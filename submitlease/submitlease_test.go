@@ -218,13 +218,17 @@ func TestOnlyOneReplicaTakesOverAStaleLease(t *testing.T) {
 //     write still on its way while the writer reads);
 //   - "unsent": reported failed, never stored;
 //   - "refused": refused by the server (an API error), never stored.
+//
+// Modes in then apply to the next writes, one each, before mode does.
 type lostAnswers struct {
 	jetstream.KeyValue
-	mu    sync.Mutex
-	mode  string
-	only  string // "Create" or "Update": the mode applies to that write alone
-	late  func() // the pending "late" write
-	reads int
+	mu     sync.Mutex
+	mode   string
+	then   []string
+	only   string // "Create" or "Update": the mode applies to that write alone
+	late   func() // the pending "late" write
+	reads  int
+	writes []time.Time // when each write (of the only kind, if set) was made
 }
 
 func (b *lostAnswers) set(mode string) {
@@ -238,6 +242,11 @@ func (b *lostAnswers) write(ctx context.Context, op string, do func(context.Cont
 	mode := b.mode
 	if b.only != "" && b.only != op {
 		mode = ""
+	} else {
+		b.writes = append(b.writes, time.Now())
+		if len(b.then) > 0 {
+			mode, b.then = b.then[0], b.then[1:]
+		}
 	}
 	b.mu.Unlock()
 	switch mode {
@@ -328,6 +337,85 @@ func TestLeaseWhoseAnswerWasLostIsHeld(t *testing.T) {
 				t.Fatalf("Acquire after the read-back lease was released: %v", err)
 			}
 		})
+	}
+}
+
+// TestWriteLostWithItsNodeIsMadeAgain: a write that was never stored (lost
+// with the node it was sent to, before a new leader was elected) is made
+// again while the key is still as it was, so the lease is taken once the
+// bucket answers, instead of the input failing after the read-back.
+func TestWriteLostWithItsNodeIsMadeAgain(t *testing.T) {
+	for _, op := range []string{"Create", "Update"} {
+		t.Run(op, func(t *testing.T) {
+			s, b := newLossyStore(t)
+			const hold = time.Second
+			if op == "Update" { // a stale lease to take over
+				if _, err := s.Acquire(withDeadline(t, time.Second), "1", "SF1", "input-1", hold); err != nil {
+					t.Fatal(err)
+				}
+				s.now = func() time.Time { return time.Now().Add(time.Minute) }
+			}
+			b.only = op
+			b.mu.Lock()
+			b.then, b.writes = []string{"unsent", "unsent"}, nil
+			b.mu.Unlock()
+			l, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold)
+			if err != nil {
+				t.Fatalf("Acquire whose first two writes were lost: %v, want the lease", err)
+			}
+			if got := len(b.writes); got != 3 {
+				t.Errorf("%d writes, want 3 (two lost, one stored)", got)
+			}
+			if l.TookOver != (op == "Update") {
+				t.Errorf("TookOver = %v for a lease taken by %s", l.TookOver, op)
+			}
+			if err := l.Release(context.Background()); err != nil {
+				t.Fatalf("Release (wrong revision?): %v", err)
+			}
+			if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-3", hold); err != nil {
+				t.Fatalf("Acquire after the lease was released: %v", err)
+			}
+		})
+	}
+}
+
+// TestNoWriteAfterTheCallersDeadline: the read-back writes again only while
+// the caller may still submit; after its deadline it only reads.
+func TestNoWriteAfterTheCallersDeadline(t *testing.T) {
+	s, b := newLossyStore(t)
+	b.set("unsent")
+	deadline := time.Now().Add(300 * time.Millisecond)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	if _, err := s.Acquire(ctx, "1", "SF1", "input-1", time.Minute); err == nil {
+		t.Fatal("Acquire whose writes were never stored took the lease")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.writes) < 2 {
+		t.Errorf("%d writes before the deadline, want the write made again", len(b.writes))
+	}
+	for _, w := range b.writes {
+		if w.After(deadline) {
+			t.Errorf("a write %s after the caller's deadline", w.Sub(deadline))
+		}
+	}
+}
+
+// TestRefusedRewriteStopsWriting: once the bucket refuses the write made
+// again, the read-back only waits for an earlier copy.
+func TestRefusedRewriteStopsWriting(t *testing.T) {
+	s, b := newLossyStore(t)
+	b.mu.Lock()
+	b.then = []string{"unsent"}
+	b.mu.Unlock()
+	b.set("refused")
+	_, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-1", time.Minute)
+	if !errors.Is(err, nats.ErrTimeout) {
+		t.Errorf("Acquire: %v, want the first write's timeout", err)
+	}
+	if got := len(b.writes); got != 2 {
+		t.Errorf("%d writes, want 2: the lost one and the refused one", got)
 	}
 }
 
