@@ -239,6 +239,7 @@ type pending struct {
 	futures []jetstream.PubAckFuture
 	outs    []handlers.Output
 	span    trace.Span
+	sent    time.Time // when the futures were published
 }
 
 // New returns a pipeline reading from nc with h. It does no I/O.
@@ -569,18 +570,7 @@ func (p *Pipeline) acker() {
 	for pd := range p.acks {
 		var err error
 		for _, f := range pd.futures {
-			select {
-			case <-f.Ok():
-			case ferr := <-f.Err():
-				// The output may be stored although its ack was lost (a
-				// reconnect fails every pending publish at once): publish
-				// it again and wait; its Nats-Msg-Id makes a repeat
-				// harmless, and a duplicate ack proves it is stored.
-				if rerr := p.republish(f.Msg()); rerr != nil {
-					err = fmt.Errorf("%w; again: %w", ferr, rerr)
-				}
-			}
-			if err != nil {
+			if err = p.awaitPubAck(f, pd.sent); err != nil {
 				break
 			}
 		}
@@ -595,6 +585,65 @@ func (p *Pipeline) acker() {
 		pd.span.End()
 		p.finish(pd.j, st)
 	}
+}
+
+// pubAckRetryAfter is how long after an output's asynchronous publish the
+// acker, still without its PubAck, publishes it again (asynchronously, with
+// the same Nats-Msg-Id, so that a repeat is harmless) and takes whichever
+// PubAck comes first. A healthy cluster answers in milliseconds. A PubAck
+// lost with the node that was storing the output (its stream's leader)
+// never comes, and the acker, which takes PubAcks in publication order,
+// would hold every input behind it for the first publish's whole bound
+// (publishTimeout): 10 s of stall in the chaos suite's cluster-node-loss.
+// The first publish keeps that bound, so a slow cluster's late PubAck still
+// counts, and costs a duplicate publish, not a stall.
+const pubAckRetryAfter = 3 * time.Second
+
+// awaitPubAck waits for the PubAck of f, published at sent, publishing it
+// again after pubAckRetryAfter (see there). When every publish of it has
+// failed (a reconnect fails every pending publish at once, or each reached
+// publishTimeout) the output may still be stored although its acks were
+// lost: it is published once more, synchronously (republish), and a
+// duplicate ack proves it is stored.
+func (p *Pipeline) awaitPubAck(f jetstream.PubAckFuture, sent time.Time) error {
+	firstOk, firstErr := f.Ok(), f.Err()
+	select { // it has come: no timer, and no repeat if sent long ago
+	case <-firstOk:
+		return nil
+	default:
+	}
+	again := time.NewTimer(time.Until(sent.Add(pubAckRetryAfter)))
+	defer again.Stop()
+	var retryOk <-chan *jetstream.PubAck
+	var retryErr <-chan error
+	var lastErr error
+	waiting := 1 // publishes of f without an outcome yet
+	for waiting > 0 {
+		select {
+		case <-firstOk:
+			return nil
+		case <-retryOk:
+			return nil
+		case lastErr = <-firstErr:
+			firstOk, firstErr = nil, nil
+			waiting--
+		case lastErr = <-retryErr:
+			retryOk, retryErr = nil, nil
+			waiting--
+		case <-again.C:
+			// The first is still awaited (had it failed without a repeat,
+			// the loop would have ended). A repeat that cannot be sent
+			// (too many publishes pending) leaves it at that.
+			if r, err := p.js.PublishMsgAsync(f.Msg()); err == nil {
+				retryOk, retryErr = r.Ok(), r.Err()
+				waiting++
+			}
+		}
+	}
+	if err := p.republish(f.Msg()); err != nil {
+		return fmt.Errorf("%w; again: %w", lastErr, err)
+	}
+	return nil
 }
 
 // republish publishes msg synchronously within publishTimeout.
@@ -727,7 +776,7 @@ func (p *Pipeline) settle(j *job) (*pending, settlement) {
 		// also that of a handler whose own timeout had ended it first.
 		return nil, p.failed(j, err, context.Cause(p.drain) == errDrainDeadline)
 	}
-	return &pending{j: j, futures: futures, outs: outs, span: span}, settlement{}
+	return &pending{j: j, futures: futures, outs: outs, span: span, sent: time.Now()}, settlement{}
 }
 
 // failed settles an input whose handling or publishing failed: handed
