@@ -25,7 +25,8 @@
 // never reached PandaPon) lets the next attempt submit at once; a success
 // keeps it, as PandaPon's state now shows the parcel. A write to the bucket
 // that got no answer may have been stored: it is read back, and an entry
-// carrying this attempt's random tag is this attempt's lease.
+// carrying this attempt's random tag is this attempt's lease; while the key
+// shows that it has not landed, the write is made again (see WriteTimeout).
 //
 // The bucket is created by topology.Topology.EnsureStreams. Times are
 // compared across replicas and with the NATS server's timestamps, so clocks
