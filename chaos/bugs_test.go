@@ -34,7 +34,10 @@ func TestLostPublishAckIsRetriedLongBeforeTheHandlerTimeout(t *testing.T) {
 	sb := testkit.Sandbox(t, sandbox.Options{GeneratedRefunds: 1})
 	b := connectBus(t, ns.URL, 1)
 	const handlerTimeout = 30 * time.Second
-	c := startConsumer(t, "consumer", consumerEnv(ns.URL, sb.URL, "PANDABRIDGE_HANDLER_TIMEOUT="+handlerTimeout.String()))
+	// One input in flight: the pipeline is full while the PubAck is lost,
+	// so the repeat must not need a free publish slot.
+	c := startConsumer(t, "consumer", consumerEnv(ns.URL, sb.URL, "PANDABRIDGE_HANDLER_TIMEOUT="+handlerTimeout.String(),
+		"PANDABRIDGE_CONCURRENCY=1", "PANDABRIDGE_MAX_IN_FLIGHT=1"))
 	c.waitConsuming(20 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

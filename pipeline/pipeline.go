@@ -194,6 +194,7 @@ type Pipeline struct {
 	cfg     Config
 	nc      *nats.Conn
 	js      jetstream.JetStream
+	repeats jetstream.JetStream // for outputs published again (awaitPubAck)
 	handler Handler
 	log     *slog.Logger
 	m       *Metrics
@@ -245,7 +246,19 @@ type pending struct {
 // New returns a pipeline reading from nc with h. It does no I/O.
 func New(nc *nats.Conn, h Handler, cfg Config) (*Pipeline, error) {
 	cfg.setDefaults()
+	// Outputs are published asynchronously, at most one per input in
+	// flight. An output whose PubAck is late is published again through
+	// repeats, a context with its own limit, so that a full pipeline whose
+	// PubAcks were all lost can still repeat them; when the repeat's PubAck
+	// wins, the input is done while its first publish stays pending (until
+	// publishTimeout), hence twice the limit here.
 	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(2*cfg.MaxInFlight),
+		jetstream.WithPublishAsyncTimeout(publishTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	repeats, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxInFlight),
 		jetstream.WithPublishAsyncTimeout(publishTimeout))
 	if err != nil {
@@ -253,7 +266,7 @@ func New(nc *nats.Conn, h Handler, cfg Config) (*Pipeline, error) {
 	}
 	_, noopTracing := cfg.TracerProvider.(noop.TracerProvider)
 	p := &Pipeline{
-		cfg: cfg, nc: nc, js: js, handler: h, log: cfg.Logger, m: cfg.Metrics,
+		cfg: cfg, nc: nc, js: js, repeats: repeats, handler: h, log: cfg.Logger, m: cfg.Metrics,
 		tracer:   cfg.TracerProvider.Tracer("github.com/pandabridge/pandabridge/pipeline"),
 		tracing:  !noopTracing,
 		held:     make(chan struct{}, cfg.MaxInFlight),
@@ -631,13 +644,23 @@ func (p *Pipeline) awaitPubAck(f jetstream.PubAckFuture, sent time.Time) error {
 			retryOk, retryErr = nil, nil
 			waiting--
 		case <-again.C:
-			// The first is still awaited (had it failed without a repeat,
-			// the loop would have ended). A repeat that cannot be sent
-			// (too many publishes pending) leaves it at that.
-			if r, err := p.js.PublishMsgAsync(f.Msg()); err == nil {
-				retryOk, retryErr = r.Ok(), r.Err()
-				waiting++
+			select { // the first's outcome may have come with the timer
+			case <-firstOk:
+				return nil
+			case lastErr = <-firstErr:
+				firstOk, firstErr = nil, nil
+				waiting--
+				continue
+			default:
 			}
+			r, err := p.repeats.PublishMsgAsync(f.Msg())
+			if err != nil { // the first is still awaited
+				p.log.Warn("could not publish an output again whose PubAck is late; waiting for the first publish's",
+					slog.String("subject", f.Msg().Subject), slog.String("error", err.Error()))
+				continue
+			}
+			retryOk, retryErr = r.Ok(), r.Err()
+			waiting++
 		}
 	}
 	if err := p.republish(f.Msg()); err != nil {
