@@ -317,10 +317,12 @@ const ReadBackTimeout = 5 * time.Second
 // revision is returned), or the key has moved on from prev to a state this
 // write can no longer produce (another's entry, or prev deleted) or
 // ReadBackTimeout passes (ok false: the write counts as failed). While the
-// key is still at prev and ctx is not done, it also makes the write again
-// (rewrite, each within WriteTimeout): conditional on prev like the first,
-// with the same tag, so whichever copy lands first is this attempt's lease
-// and the others fail on the condition. Without the reading, a lease whose
+// key is still at prev, ctx (Acquire's: the caller's, capped at OpTimeout)
+// is not done and at least 2 × WriteTimeout of reading is left, it also
+// makes the write again (rewrite, each within WriteTimeout): conditional on
+// prev like the first, with the same tag, so whichever copy lands first is
+// this attempt's lease and the others fail on the condition. It stops
+// rewriting at a conflict (a copy landed) or a lasting refusal. Without the reading, a lease whose
 // answer was lost would hold off its own input, like a holder that died
 // while sending, until its deadline plus the hold; without the rewriting, a
 // write lost with a dying node would fail the input after ReadBackTimeout
@@ -340,6 +342,10 @@ func (s *Store) readBack(ctx context.Context, kv jetstream.KeyValue, key, attemp
 	caller := ctx
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 	defer cancel()
+	// A rewrite may itself be stored and its answer lost: the last one is
+	// made early enough to be read back, margin before the end.
+	margin := min(2*WriteTimeout, limit/2)
+	readUntil := time.Now().Add(limit)
 	wait := 50 * time.Millisecond
 	rewriting := true
 	for {
@@ -365,19 +371,23 @@ func (s *Store) readBack(ctx context.Context, kv jetstream.KeyValue, key, attemp
 		case closedConn(err) || errors.Is(err, jetstream.ErrInvalidKey):
 			return 0, false
 		}
-		if atPrev && rewriting && caller.Err() == nil {
+		if atPrev && rewriting && caller.Err() == nil && time.Until(readUntil) > margin {
 			rev, err := writeOnce(caller, rewrite)
 			switch {
 			case err == nil:
 				return rev, true
 			case keyExists(err) || errors.Is(err, jetstream.ErrKeyRevisionMismatch):
-				continue // a copy landed: the next read tells whose
+				// A copy landed (revisions only grow, so no later copy
+				// can): the next read tells whose.
+				rewriting = false
+				continue
 			case closedConn(err):
 				return 0, false
-			case refused(err):
-				rewriting = false // refused outright: only an earlier copy may still land
+			case refused(err) && !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse):
+				rewriting = false // refused for good: only an earlier copy may still land
 			}
-			// No answer either: read, and write, again after the pause.
+			// No answer (or nobody to answer yet, in a failover): read, and
+			// write, again after the pause.
 		}
 		select {
 		case <-ctx.Done():

@@ -217,7 +217,8 @@ func TestOnlyOneReplicaTakesOverAStaleLease(t *testing.T) {
 //   - "late": reported failed at once, stored after the first read (a
 //     write still on its way while the writer reads);
 //   - "unsent": reported failed, never stored;
-//   - "refused": refused by the server (an API error), never stored.
+//   - "refused": refused by the server (an API error), never stored;
+//   - "no responders": nobody received it (a stream without a leader).
 //
 // Modes in then apply to the next writes, one each, before mode does.
 type lostAnswers struct {
@@ -268,6 +269,8 @@ func (b *lostAnswers) write(ctx context.Context, op string, do func(context.Cont
 		return 0, nats.ErrTimeout
 	case "refused":
 		return 0, &jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "maximum messages exceeded"}
+	case "no responders":
+		return 0, nats.ErrNoResponders
 	}
 	return do(ctx)
 }
@@ -357,14 +360,14 @@ func TestWriteLostWithItsNodeIsMadeAgain(t *testing.T) {
 			}
 			b.only = op
 			b.mu.Lock()
-			b.then, b.writes = []string{"unsent", "unsent"}, nil
+			b.then, b.writes = []string{"unsent", "no responders"}, nil
 			b.mu.Unlock()
 			l, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-2", hold)
 			if err != nil {
-				t.Fatalf("Acquire whose first two writes were lost: %v, want the lease", err)
+				t.Fatalf("Acquire whose first write was lost, and the second unheard: %v, want the lease", err)
 			}
 			if got := len(b.writes); got != 3 {
-				t.Errorf("%d writes, want 3 (two lost, one stored)", got)
+				t.Errorf("%d writes, want 3 (lost, unheard, stored)", got)
 			}
 			if l.TookOver != (op == "Update") {
 				t.Errorf("TookOver = %v for a lease taken by %s", l.TookOver, op)
@@ -376,6 +379,46 @@ func TestWriteLostWithItsNodeIsMadeAgain(t *testing.T) {
 				t.Fatalf("Acquire after the lease was released: %v", err)
 			}
 		})
+	}
+}
+
+// TestRewriteBeatenByTheFirstCopyIsHeld: the first write was still on its
+// way when the read-back wrote again; the rewrite's conflict is the first
+// copy landing, which is this attempt's lease.
+func TestRewriteBeatenByTheFirstCopyIsHeld(t *testing.T) {
+	s, b := newLossyStore(t)
+	b.mu.Lock()
+	b.then = []string{"late"} // stored after the first read
+	b.mu.Unlock()
+	l, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-1", time.Minute)
+	if err != nil {
+		t.Fatalf("Acquire whose rewrite lost to its own first copy: %v, want the lease", err)
+	}
+	if got := len(b.writes); got != 2 {
+		t.Errorf("%d writes, want 2: the first and the rewrite that conflicted with it", got)
+	}
+	if err := l.Release(context.Background()); err != nil {
+		t.Fatalf("Release (wrong revision?): %v", err)
+	}
+}
+
+// TestLastRewriteLeavesTimeToReadItBack: a rewrite may be stored with its
+// answer lost too, so none is made in the read-back's last stretch (here
+// half of its 2 s), which is left for reading.
+func TestLastRewriteLeavesTimeToReadItBack(t *testing.T) {
+	s, b := newLossyStore(t)
+	b.set("unsent")
+	if _, err := s.Acquire(withDeadline(t, time.Minute), "1", "SF1", "input-1", time.Minute); err == nil {
+		t.Fatal("Acquire whose writes were never stored took the lease")
+	}
+	returned := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.writes) < 2 {
+		t.Fatalf("%d writes, want the write made again", len(b.writes))
+	}
+	if gap := returned.Sub(b.writes[len(b.writes)-1]); gap < 900*time.Millisecond {
+		t.Errorf("the last write was made %s before the read-back gave up, want at least the 1 s margin", gap.Round(time.Millisecond))
 	}
 }
 
