@@ -220,6 +220,10 @@ func requiredString(scope, name string, obj map[string]json.RawMessage) (string,
 	if !ok || s == "" {
 		return "", invalid(field, jsonValue(raw), "must be a non-empty string")
 	}
+	if strings.TrimSpace(s) == "" {
+		// Sent on, a blank tracking number or phone would reach PandaPon.
+		return "", invalid(field, jsonValue(raw), "must be a non-empty string, not only white space")
+	}
 	return s, nil
 }
 

@@ -118,6 +118,28 @@ func TestValidationErrorTextNamesFieldAndValue(t *testing.T) {
 	}
 }
 
+// TestBlankRequiredStringsAreRefused: a required string of white space only
+// is as good as empty, and would reach PandaPon as a blank tracking number,
+// carrier or phone; a value with surrounding spaces is left as sent.
+func TestBlankRequiredStringsAreRefused(t *testing.T) {
+	for _, field := range []string{"logisticsCompanyCode", "logisticsNo", "buyerPhone"} {
+		for _, blank := range []string{` `, `\t`, `\u3000`, ` \n `} { // JSON escapes
+			v := map[string]string{"logisticsCompanyCode": `"SF"`, "logisticsNo": `"SF1"`, "buyerPhone": `"P"`}
+			v[field] = `"` + blank + `"`
+			data := `{"refundId":"1","logisticsCompanyCode":` + v["logisticsCompanyCode"] + `,"logisticsNo":` + v["logisticsNo"] + `,"buyerPhone":` + v["buyerPhone"] + `}`
+			_, err := ParseReturnShipped([]byte(data))
+			verr := wantInvalid(t, err, field, `"`+blank+`"`)
+			if verr != nil && !strings.Contains(verr.Error(), "not only white space") {
+				t.Errorf("%s %q: error %q does not say why", field, blank, verr.Error())
+			}
+		}
+	}
+	d, err := ParseReturnShipped([]byte(`{"refundId":"1","logisticsCompanyCode":"SF","logisticsNo":" SF1 ","buyerPhone":"P"}`))
+	if err != nil || d.LogisticsNo != " SF1 " {
+		t.Errorf(`logisticsNo " SF1 ": %+v, %v; want it accepted as sent`, d, err)
+	}
+}
+
 func TestValidationErrorValueIsTruncated(t *testing.T) {
 	long := strings.Repeat("x", 10_000)
 	_, err := ParseRefundLookupRequested([]byte(`{"refundId":"` + long + `"}`))
