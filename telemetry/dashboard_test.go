@@ -110,3 +110,50 @@ func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestDashboardFiltersByNamespace: like the alerts, the dashboard tells
+// deployments apart. It has a namespace variable ("All" matches series
+// without the label too), and every metric it reads is filtered by it.
+func TestDashboardFiltersByNamespace(t *testing.T) {
+	dash, err := os.ReadFile("../deploy/observability/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Templating struct {
+			List []struct {
+				Name, AllValue string
+				IncludeAll     bool
+			}
+		}
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(dash, &d); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, v := range d.Templating.List {
+		if v.Name == "namespace" {
+			found = true
+			if !v.IncludeAll || v.AllValue != ".*" {
+				t.Errorf(`namespace variable: includeAll %v, allValue %q; want true and ".*" (which also matches series without the label)`, v.IncludeAll, v.AllValue)
+			}
+		}
+	}
+	if !found {
+		t.Error("the dashboard has no namespace variable")
+	}
+	selector := regexp.MustCompile(`pandabridge_[a-z_]+(\{[^}]*\})?`)
+	for _, p := range d.Panels {
+		for _, target := range p.Targets {
+			for _, m := range selector.FindAllStringSubmatch(target.Expr, -1) {
+				if !strings.Contains(m[1], `namespace=~"$namespace"`) {
+					t.Errorf("panel %q reads %s without the namespace filter", p.Title, m[0])
+				}
+			}
+		}
+	}
+}
