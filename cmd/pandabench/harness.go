@@ -688,7 +688,7 @@ func (e *env) run(ctx context.Context, sc Scenario, mode, name string, round int
 		}
 		// The parent's share of the run: the broker, the sandbox and the
 		// collector, from the contestant's start to the end of the run.
-		stop, err := startParentProfile(filepath.Join(e.o.CPUProfileDir, fileBase+".parent.pprof"))
+		stop, err := startCPUProfile(filepath.Join(e.o.CPUProfileDir, fileBase+".parent.pprof"))
 		if err != nil {
 			e.logf("parent CPU profile: %v", err)
 		} else {

@@ -112,9 +112,9 @@ func writeProfile(path, name string) error {
 	return f.Close()
 }
 
-// startParentProfile starts a CPU profile of this process into path; stop
+// startCPUProfile starts a CPU profile of this process into path; stop
 // ends it and closes the file.
-func startParentProfile(path string) (stop func(), err error) {
+func startCPUProfile(path string) (stop func(), err error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, err
@@ -139,18 +139,13 @@ func runRole(role string) int {
 		return 2
 	}
 	if path := os.Getenv(envCPUProfile); path != "" {
-		f, err := os.Create(path)
+		stopProfile, err := startCPUProfile(path)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "pandabench: %v\n", err)
 			return 1
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(os.Stderr, "pandabench: %v\n", err)
-			return 1
-		}
 		defer func() {
-			pprof.StopCPUProfile()
-			f.Close()
+			stopProfile()
 			// Next to it, where the run's allocations came from (sampled
 			// at runtime.MemProfileRate): go tool pprof -sample_index
 			// alloc_space. The profile covers allocations up to the last
